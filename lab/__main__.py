@@ -1,0 +1,5 @@
+"""Provides `python -m lab`."""
+
+from lab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""Provides the `maillab` command: serve, check, list and show (the TUI arrives as the default command).
+
+Exit codes: 0 nothing failed, 1 a check failed (check) or the message is missing (show), 2 usage or
+unreadable input, always with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lab import __version__
+from lab.config import Config, load
+from lab.core.analyse import analyse
+from lab.core.dnsview import ZoneSyntaxError
+from lab.core.message import ParsedMessage, parse_mailboxes
+from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.core.results import Level
+from lab.render import message_json, one_line, verdict_text
+from lab.resolver import build_view
+from lab.store import Store
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit 2."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("common options")
+    g.add_argument("--config", type=Path, help="TOML config file (default: XDG config dir/maillab/config.toml)")
+    g.add_argument("--data-dir", type=Path, help="where the store and TLS certificate live")
+    g.add_argument("--zone", dest="zones", action="append", metavar="FILE",
+                   help="zone overlay file answered before real DNS (repeatable)")
+    g.add_argument("--offline", action="store_true", default=None, help="answer DNS from the overlays alone")
+    g.add_argument("--nameserver", metavar="HOST[:PORT]", help="resolver to use instead of the system's")
+    g.add_argument("--client-ip", metavar="IP", help="evaluate loopback senders as this client IP")
+    g.add_argument("--bind", metavar="ADDR", help="address the listeners bind (default 127.0.0.1)")
+    g.add_argument("--relay-port", type=int, metavar="N", help="relay listener, port 25 role (default 2525)")
+    g.add_argument("--submission-port", type=int, metavar="N", help="submission, port 587 role (default 2587)")
+    g.add_argument("--smtps-port", type=int, metavar="N", help="smtps, port 465 role (default 2465)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maillab", description="A terminal email testing lab: captures test mail "
+                                "and judges it as a receiving filter would. Never delivers anything.")
+    p.add_argument("--version", action="version", version=f"maillab {__version__}")
+    _common(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the three listeners without a UI; one line per message")
+    _common(s)
+    s.add_argument("--json", action="store_true", help="print JSON lines instead")
+
+    c = sub.add_parser("check", help="analyse a message file without SMTP")
+    _common(c)
+    c.add_argument("file", metavar="FILE.eml", help="the message (- for standard input)")
+    c.add_argument("--helo", metavar="NAME", help="the HELO/EHLO name to assume")
+    c.add_argument("--mail-from", metavar="ADDR", help="MAIL FROM (default: Return-Path, else From)")
+    c.add_argument("--rcpt", action="append", metavar="ADDR", help="RCPT TO (repeatable)")
+    c.add_argument("--listener", choices=[x.value for x in Listener], default="cli",
+                   help="judge as if received on this listener")
+    c.add_argument("--tls", action="store_true", help="assume the session was TLS-protected")
+    c.add_argument("--auth-user", metavar="USER", help="assume the client authenticated as USER")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    ls = sub.add_parser("list", help="list captured messages, newest first")
+    _common(ls)
+    ls.add_argument("--json", action="store_true", help="a JSON array of messages")
+    ls.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+
+    sh = sub.add_parser("show", help="show one captured message and its verdict")
+    _common(sh)
+    sh.add_argument("id", type=int, metavar="ID")
+    fmt = sh.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="the message as JSON")
+    fmt.add_argument("--raw", action="store_true", help="the exact bytes received")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    try:
+        config = load(args.config)
+        values = {k: getattr(args, k, None) for k in (
+            "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
+            "smtps_port")}
+        config.update(values, "command line")
+        if args.zones:
+            config.zones = [*config.zones, *args.zones]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if config.client_ip:
+        try:
+            ipaddress.ip_address(config.client_ip)
+        except ValueError as exc:
+            raise UsageError(f"--client-ip {config.client_ip!r} is not an IP address") from exc
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = config_from(args)
+        command = args.command or "serve"
+        if command == "serve":
+            return cmd_serve(config, getattr(args, "json", False), banner=args.command is None)
+        if command == "check":
+            return cmd_check(config, args)
+        if command == "list":
+            return cmd_list(config, args)
+        if command == "show":
+            return cmd_show(config, args)
+    except UsageError as exc:
+        print(f"maillab: {exc}", file=sys.stderr)
+        return 2
+    except (ZoneSyntaxError, FileNotFoundError) as exc:
+        print(f"maillab: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 2
+
+
+def _view(config: Config):
+    try:
+        return build_view(config.zones, config.offline, config.nameserver)
+    except (ZoneSyntaxError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_serve(config: Config, as_json: bool, banner: bool = False) -> int:
+    from lab.engine import Engine
+
+    engine = Engine(config, _view(config))
+
+    def printer(capture: Capture, verdict) -> None:
+        if as_json:
+            line = json.dumps(message_json(capture, verdict))
+        else:
+            line = one_line(capture, verdict)
+        print(line, flush=True)
+
+    engine.subscribe(printer)
+
+    async def run() -> None:
+        try:
+            await engine.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen: {exc.strerror or exc}") from exc
+        out = sys.stderr
+        if banner:
+            print("maillab: the TUI is not here yet; serving headless (Ctrl-C to stop)", file=out)
+        for spec in engine.specs:
+            print(f"maillab: listening {spec.describe()}", file=out)
+        print(f"maillab: DNS {engine.dns_mode}; store {config.db_path}", file=out, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("maillab: stopping", file=out, flush=True)
+        await engine.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise UsageError(f"{args.file} is empty")
+    message = ParsedMessage(raw)
+    mail_from = args.mail_from
+    if mail_from is None:
+        mail_from = _default_mail_from(message)
+    client_ip = config.client_ip or "127.0.0.1"
+    capture = Capture(
+        raw=raw,
+        envelope=Envelope(mail_from=mail_from, rcpt_to=tuple(args.rcpt or ()), helo=args.helo),
+        transport=Transport(Listener(args.listener), None, "TLSv1.3" if args.tls else None, None,
+                            "PLAIN" if args.auth_user else None, args.auth_user),
+        client=Client(ip=client_ip, peer_ip=None, source="cli" if config.client_ip else "peer"),
+        received_at=datetime.now(UTC),
+    )
+    verdict = analyse(capture, _view(config))
+    if args.json:
+        print(json.dumps(message_json(capture, verdict), indent=2))
+    else:
+        print(verdict_text(capture, verdict, color=sys.stdout.isatty()))
+    return 1 if verdict.level is Level.FAIL else 0
+
+
+def _default_mail_from(message: ParsedMessage) -> str:
+    for name in ("return-path", "from"):
+        value = message.first(name)
+        if value:
+            boxes = parse_mailboxes(value)
+            if boxes:
+                return boxes[0].address
+    return ""
+
+
+def _open_store(config: Config) -> Store:
+    if not config.db_path.exists():
+        raise UsageError(f"no store at {config.db_path} (run `maillab serve` first, or pass --data-dir)")
+    return Store(config.db_path)
+
+
+def cmd_list(config: Config, args: argparse.Namespace) -> int:
+    store = _open_store(config)
+    try:
+        rows = store.summaries(limit=args.limit)
+        if args.json:
+            docs = []
+            for row in rows:
+                stored = store.get(row.id)
+                if stored is not None:
+                    docs.append(message_json(stored.capture, stored.verdict, stored.analysed_at))
+            print(json.dumps(docs, indent=2))
+            return 0
+        from lab.render import SYMBOL
+        from lab.textsafe import visible
+
+        for r in rows:
+            badge = f"{SYMBOL[r.level]} {r.level.value}" if r.level else "… new"
+            failed = f" [{','.join(r.failed)}]" if r.failed else ""
+            print(visible(f"{r.id:>6}  {badge:7} {r.received_at[:19]}  {r.listener:10} {r.mail_from or '<>'} -> "
+                          f"{','.join(r.rcpt_to[:2])}  {r.subject[:50]!r}{failed}"))
+        if not rows:
+            print("no messages captured yet", file=sys.stderr)
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    store = _open_store(config)
+    try:
+        stored = store.get(args.id)
+        if stored is None:
+            print(f"maillab: no message {args.id}", file=sys.stderr)
+            return 1
+        if args.raw:
+            sys.stdout.buffer.write(stored.capture.raw)
+            sys.stdout.buffer.flush()
+        elif args.json:
+            doc = message_json(stored.capture, stored.verdict, stored.analysed_at)
+            doc["session"] = stored.session
+            print(json.dumps(doc, indent=2))
+        else:
+            print(verdict_text(stored.capture, stored.verdict, color=sys.stdout.isatty()))
+        return 0
+    finally:
+        store.close()

@@ -1,0 +1,79 @@
+"""Provides Config: defaults, then the TOML config file, then command-line flags, in that order."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+APP = "maillab"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("MAILLAB_DATA_DIR")
+    return Path(env) if env else platformdirs.user_data_path(APP)
+
+
+def default_config_file() -> Path:
+    env = os.environ.get("MAILLAB_CONFIG")
+    return Path(env) if env else platformdirs.user_config_path(APP) / "config.toml"
+
+
+@dataclass
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    zones: list[str] = field(default_factory=list)
+    offline: bool = False
+    nameserver: str | None = None
+    client_ip: str | None = None
+    bind: str = "127.0.0.1"
+    relay_port: int = 2525
+    submission_port: int = 2587
+    smtps_port: int = 2465
+    hostname: str = "maillab.localhost"
+    max_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    credentials: str | None = None  # a file of user:password lines; unset accepts any AUTH
+    idle_timeout: float = 300.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "maillab.db"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def update(self, values: dict, source: str) -> None:
+        """Apply settings by name (dashes or underscores); unknown names are an error naming the source."""
+        known = {f.name: f for f in fields(self)}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"{source}: unknown setting {key!r}")
+            if value is None:
+                continue
+            if name == "data_dir":
+                value = Path(value).expanduser()
+            elif name == "zones":
+                value = [str(v) for v in (value if isinstance(value, list) else [value])]
+            setattr(self, name, value)
+
+
+def load(path: Path | None = None) -> Config:
+    """Defaults overlaid with the config file, when there is one."""
+    config = Config()
+    path = path or default_config_file()
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        base = path.parent
+        if "zones" in data:
+            data["zones"] = [str(base / Path(z).expanduser()) for z in data["zones"]]
+        config.update(data, str(path))
+    return config

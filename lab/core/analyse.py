@@ -1,0 +1,95 @@
+"""Provides analyse(): the one entry point from a capture and a DNS view to a Verdict.
+
+The checks run in a fixed order because DMARC is computed from the SPF and DKIM results before it.
+A check that raises is a bug in the lab, not in the mail; it becomes a visible `<family>.error` result
+so one bad message or one bug never stops the others from being judged.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from lab.core.authres import render
+from lab.core.checks.dkim import check_dkim
+from lab.core.checks.dmarc import check_dmarc
+from lab.core.checks.headers import check_headers
+from lab.core.checks.sender import check_sender
+from lab.core.checks.spf import check_helo, check_mailfrom
+from lab.core.checks.transport import check_transport
+from lab.core.context import Context
+from lab.core.dnsview import DnsView
+from lab.core.model import Capture
+from lab.core.results import CheckResult, Level, Verdict, check
+
+Check = Callable[[Context], list[CheckResult]]
+
+CHECKS: tuple[tuple[str, Check], ...] = (
+    ("transport", check_transport),
+    ("spf", check_mailfrom),
+    ("spf", check_helo),
+    ("dkim", check_dkim),
+    ("sender", check_sender),
+    ("headers", check_headers),
+)
+
+FAMILIES = ("transport", "spf", "dkim", "dmarc", "sender", "headers")
+
+
+def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab") -> Verdict:
+    ctx = Context(capture, dns, authserv_id)
+    results: list[CheckResult] = []
+    for family, fn in CHECKS:
+        results.extend(_guarded(family, fn, ctx))
+    results.extend(_guarded("dmarc", lambda c: check_dmarc(c, results), ctx))
+    ordered = tuple(sorted(results, key=lambda r: FAMILIES.index(r.family) if r.family in FAMILIES else 99))
+    return Verdict(
+        level=Verdict.overall(ordered),
+        checks=ordered,
+        authentication_results=render(authserv_id, capture, ordered),
+        disposition=disposition(ordered),
+        headers=_summary(ctx),
+    )
+
+
+def _guarded(family: str, fn: Callable[[Context], list[CheckResult]], ctx: Context) -> list[CheckResult]:
+    try:
+        return fn(ctx)
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return [check(f"{family}.error", Level.WARN, f"The {family} check could not complete: "
+                      f"{type(exc).__name__}: {exc}", location=f"{where.filename}:{where.lineno}",
+                      fix="This is a bug in maillab; please report it with the message (maillab show ID --raw).")]
+
+
+def _summary(ctx: Context) -> dict[str, str]:
+    try:
+        return ctx.message.summary()
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def disposition(checks: tuple[CheckResult, ...]) -> str:
+    """One line on what a typical receiving filter would do with the message."""
+    by_id = {c.id: c for c in checks}
+    dmarc = by_id.get("dmarc")
+    spf = by_id.get("spf.mailfrom")
+    dkim_pass = any(c.family == "dkim" and c.result == "pass" for c in checks)
+    if dmarc is not None and dmarc.result == "fail":
+        policy = dmarc.evidence.get("policy", "").split(" ")[0]
+        if policy == "reject":
+            return "Reject: 550 5.7.1 unauthenticated mail from a domain whose DMARC policy is reject"
+        if policy == "quarantine":
+            return "Spam folder: the From domain's DMARC policy is quarantine and DMARC failed"
+    if spf is not None and spf.result == "fail" and not dkim_pass:
+        return "Likely reject: SPF fail (-all) and no valid DKIM signature"
+    if dmarc is not None and dmarc.result == "pass":
+        worst = Verdict.overall(checks)
+        if worst is Level.PASS:
+            return "Inbox: authenticated and aligned"
+        return "Inbox likely: DMARC passes, but fix the warnings before real traffic"
+    if any(c.level is Level.FAIL for c in checks):
+        return "Spam folder likely: the message fails checks receivers weigh heavily"
+    if spf is not None and spf.result == "pass" or dkim_pass:
+        return "Delivered, trusted less: authenticated but without an aligned DMARC pass"
+    return "Spam folder likely: nothing authenticates the sender"

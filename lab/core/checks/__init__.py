@@ -1,0 +1,1 @@
+"""Provides the check families; each module exposes functions of (Context) -> list[CheckResult]."""

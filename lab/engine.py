@@ -1,0 +1,107 @@
+"""Provides Engine: the listeners, the group writer and the analysis worker, wired in one direction.
+
+listener -> writer (commit, then 250) -> analysis worker (analyse, save verdict) -> subscribers.
+The analysis worker runs in its own thread so a slow DNS answer never holds up an SMTP session, and it
+analyses whatever was stored but not yet judged when the lab starts (after a crash, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.config import Config
+from lab.core.analyse import analyse
+from lab.core.dnsview import DnsView
+from lab.core.model import Capture
+from lab.core.results import Verdict
+from lab.resolver import build_view, describe
+from lab.smtp.auth import Credentials
+from lab.smtp.certs import ensure_certificate, server_context
+from lab.smtp.listeners import CaptureHandler, ListenerSpec, default_specs, start_listeners, stop_listeners
+from lab.store import Store
+from lab.writer import GroupWriter
+
+log = logging.getLogger("maillab.engine")
+
+Subscriber = Callable[[Capture, Verdict], None]
+
+
+class Engine:
+    def __init__(self, config: Config, view: DnsView | None = None):
+        self.config = config
+        self.view = view if view is not None else build_view(config.zones, config.offline, config.nameserver)
+        self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
+                                                       config.smtps_port)
+        self.subscribers: list[Subscriber] = []
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self._wake.set())
+        self._worker: threading.Thread | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.config.db_path
+
+    @property
+    def dns_mode(self) -> str:
+        return describe(self.view) if hasattr(self.view, "overlay") else "custom"
+
+    def subscribe(self, fn: Subscriber) -> None:
+        self.subscribers.append(fn)
+
+    async def start(self) -> None:
+        cfg = self.config
+        Store(cfg.db_path).close()  # create the schema before anything races for it
+        cert, key = ensure_certificate(cfg.tls_dir, cfg.hostname)
+        credentials = Credentials.from_file(cfg.credentials) if cfg.credentials else Credentials()
+        handler = CaptureHandler(self.writer.submit, cfg.client_ip, cfg.max_recipients)
+        self.writer.start()
+        self._stopping.clear()
+        self._worker = threading.Thread(target=self._analyse_forever, name="maillab-analysis", daemon=True)
+        self._worker.start()
+        try:
+            await start_listeners(self.specs, handler, server_context(cert, key), hostname=cfg.hostname,
+                                  credentials=credentials, max_size=cfg.max_size, idle_timeout=cfg.idle_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await stop_listeners(self.specs)
+        await asyncio.to_thread(self.writer.stop)
+        self._stopping.set()
+        self._wake.set()
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.join, 10)
+            self._worker = None
+
+    def analyse_stored(self, store: Store, capture: Capture) -> Verdict:
+        verdict = analyse(capture, self.view, authserv_id=self.config.hostname)
+        store.save_verdict(capture.id, verdict)
+        for fn in self.subscribers:
+            try:
+                fn(capture, verdict)
+            except Exception:
+                log.exception("a verdict subscriber failed")
+        return verdict
+
+    def _analyse_forever(self) -> None:
+        store = Store(self.config.db_path)
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                batch = store.unanalysed(64)
+                if not batch:
+                    self._wake.wait(1.0)
+                    continue
+                for capture in batch:
+                    try:
+                        self.analyse_stored(store, capture)
+                    except Exception:
+                        log.exception("analysis of message %s failed", capture.id)
+        finally:
+            store.close()

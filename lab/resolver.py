@@ -1,0 +1,93 @@
+"""Provides the production DNS view: overlay zone files answered first, then the system resolver.
+
+The system resolver is dnspython with a short lifetime and a cache, so a dead DNS server costs about
+two seconds and gives `temperror`, never a hang. `--offline` skips it entirely.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+
+from lab.core.dnsview import Answer, DnsTempError, LayeredView, ZoneView, rdata_value
+
+DEFAULT_LIFETIME = 2.0
+
+
+class SystemView:
+    """dnspython over the system's resolvers (or `nameserver`), with a small TTL-respecting cache."""
+
+    def __init__(self, nameserver: str | None = None, lifetime: float = DEFAULT_LIFETIME):
+        if nameserver:
+            host, port = parse_nameserver(nameserver)
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [host]
+            resolver.port = port
+        else:
+            resolver = dns.resolver.Resolver()
+        resolver.lifetime = lifetime
+        resolver.timeout = lifetime
+        resolver.cache = dns.resolver.LRUCache(4096)
+        self.resolver = resolver
+        self.label = f"system ({nameserver})" if nameserver else "system"
+        self._lock = threading.Lock()
+
+    def lookup(self, name: str, rtype: str) -> Answer:
+        try:
+            qname = dns.name.from_text(name)
+            answer = self.resolver.resolve(qname, rtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            return Answer(name, rtype, (), exists=False, source="system")
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
+            raise DnsTempError(f"{name} {rtype}: {exc}") from exc
+        except (dns.resolver.NoAnswer, dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong,
+                dns.resolver.YXDOMAIN, dns.exception.SyntaxError):
+            return Answer(name, rtype, (), exists=True, source="system")
+        values = tuple(rdata_value(rtype, rd) for rd in answer.rrset) if answer.rrset is not None else ()
+        return Answer(name, rtype, values, exists=True, source="system")
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT` or `[V6]:PORT`."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or 53)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, 53
+
+
+def load_zones(paths: Iterable[str | Path]) -> ZoneView:
+    """Read zone overlay files; a file that cannot be read or parsed raises with its name and line."""
+    views = []
+    for p in paths:
+        path = Path(p).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FileNotFoundError(f"zone file {path}: {exc.strerror or exc}") from exc
+        views.append(ZoneView.from_text(text, label=str(path)))
+    return ZoneView.merge(views)
+
+
+def build_view(zones: Iterable[str | Path], offline: bool, nameserver: str | None = None) -> LayeredView:
+    overlay = load_zones(zones)
+    return LayeredView(overlay, None if offline else SystemView(nameserver))
+
+
+def describe(view: LayeredView) -> str:
+    """The DNS mode in a few words, for status lines."""
+    n = len(view.overlay)
+    zones = f"{n} overlay record set{'s' if n != 1 else ''}"
+    if view.fallback is None:
+        return f"offline: {zones} only"
+    label = getattr(view.fallback, "label", "system")
+    return f"{zones}, then {label} DNS" if n else f"{label} DNS"

@@ -1,0 +1,141 @@
+"""Provides the capture handler and the three listeners (relay, submission, smtps) on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from lab.core.model import Capture, Client, Envelope, Listener, Transport, is_loopback
+from lab.smtp.auth import Credentials
+from lab.smtp.server import ROLES, XCLIENT_ATTRS, LabSMTP, Role
+
+log = logging.getLogger("maillab.smtp")
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+Sink = Callable[[Capture, list], Awaitable[int]]
+
+
+@dataclass
+class ListenerSpec:
+    role: Role
+    host: str
+    port: int  # 0 picks a free port; replaced by the bound port on start
+    server: asyncio.AbstractServer | None = field(default=None, repr=False)
+
+    @property
+    def listener(self) -> Listener:
+        return self.role.listener
+
+    def describe(self) -> str:
+        r = self.role
+        tls = "implicit TLS" if r.implicit_tls else ("STARTTLS required" if r.require_tls else "STARTTLS optional")
+        auth = "AUTH required" if r.require_auth else "no AUTH"
+        return f"{r.listener.value} {self.host}:{self.port} ({r.listener.real_port} role: {tls}, {auth})"
+
+
+class CaptureHandler:
+    """aiosmtpd handler hooks: what to advertise, how many recipients, and how to hand over a message."""
+
+    def __init__(self, sink: Sink, client_ip: str | None = None, max_recipients: int = 100):
+        self.sink = sink
+        self.client_ip = client_ip
+        self.max_recipients = max_recipients
+
+    async def handle_EHLO(self, server: LabSMTP, session, envelope, hostname: str, responses: list[str]):
+        session.host_name = hostname
+        out = [r for r in responses if server.role.auth or not r.startswith("250-AUTH")]
+        extra = ["250-PIPELINING"]
+        if is_loopback(server.peer_ip):
+            extra.append("250-XCLIENT " + " ".join(XCLIENT_ATTRS))
+        return out[:-1] + extra + out[-1:]
+
+    async def handle_RCPT(self, server: LabSMTP, session, envelope, address: str, rcpt_options: list[str]):
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Error: too many recipients (at most {self.max_recipients} per message)"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: LabSMTP, session, envelope) -> str:
+        capture = self.capture(server, session, envelope)
+        try:
+            message_id = await self.sink(capture, list(server.transcript))
+        except Exception:
+            log.exception("could not store a message")
+            return "451 4.3.0 The lab could not store the message; try again later"
+        return f"250 2.0.0 OK: queued as {message_id} (captured by maillab, never delivered)"
+
+    def capture(self, server: LabSMTP, session, envelope) -> Capture:
+        peer = server.peer_ip
+        x = server.xclient
+        if x.get("ADDR"):
+            ip, source = x["ADDR"], "xclient"
+        elif self.client_ip and is_loopback(peer):
+            ip, source = self.client_ip, "configured"
+        else:
+            ip, source = peer or "127.0.0.1", "peer"
+        tls_version, cipher = server.tls_facts()
+        identity = server.identity if session.authenticated else None
+        return Capture(
+            raw=envelope.original_content or b"",
+            envelope=Envelope(
+                mail_from=envelope.mail_from or "",
+                rcpt_to=tuple(envelope.rcpt_tos),
+                helo=x.get("HELO") or session.host_name,
+                mail_options=tuple(envelope.mail_options),
+                rcpt_options=tuple(envelope.rcpt_options),
+                smtputf8=bool(envelope.smtp_utf8),
+            ),
+            transport=Transport(server.role.listener, server.port, tls_version, cipher,
+                                identity.mechanism if identity else None, identity.login if identity else None),
+            client=Client(ip=ip, peer_ip=peer, name=x.get("NAME"), source=source),
+            received_at=datetime.now(UTC),
+        )
+
+
+def default_specs(host: str, relay: int, submission: int, smtps: int) -> list[ListenerSpec]:
+    return [ListenerSpec(ROLES[Listener.RELAY], host, relay),
+            ListenerSpec(ROLES[Listener.SUBMISSION], host, submission),
+            ListenerSpec(ROLES[Listener.SMTPS], host, smtps)]
+
+
+async def start_listeners(
+    specs: list[ListenerSpec],
+    handler: CaptureHandler,
+    tls: ssl.SSLContext,
+    *,
+    hostname: str,
+    credentials: Credentials,
+    max_size: int,
+    idle_timeout: float = 300,
+) -> None:
+    """Bind every listener; on any failure, close those already bound and raise."""
+    loop = asyncio.get_running_loop()
+    try:
+        for spec in specs:
+            def factory(spec=spec) -> LabSMTP:
+                return LabSMTP(
+                    handler, spec.role, credentials, spec.port, hostname=hostname, ident="maillab ESMTP",
+                    tls_context=tls if spec.role.starttls else None, enable_SMTPUTF8=True,
+                    data_size_limit=max_size, timeout=idle_timeout, loop=loop,
+                )
+            spec.server = await loop.create_server(factory, spec.host, spec.port,
+                                                   ssl=tls if spec.role.implicit_tls else None)
+            spec.port = spec.server.sockets[0].getsockname()[1]
+    except BaseException:
+        await stop_listeners(specs)
+        raise
+
+
+async def stop_listeners(specs: list[ListenerSpec]) -> None:
+    for spec in specs:
+        if spec.server is not None:
+            spec.server.close()
+            await spec.server.wait_closed()
+            spec.server = None

@@ -1,0 +1,206 @@
+"""Provides the message store: SQLite in WAL mode, raw bytes kept exactly, verdicts beside them.
+
+Every thread opens its own Store. Writes from the SMTP path go through lab.writer, which commits many
+captures in one transaction (group commit) with synchronous=FULL, so a `250` is only ever sent for
+bytes that are on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.core.results import Level, Verdict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt_to TEXT NOT NULL,
+    helo TEXT,
+    mail_options TEXT NOT NULL DEFAULT '[]',
+    smtputf8 INTEGER NOT NULL DEFAULT 0,
+    listener TEXT NOT NULL,
+    port INTEGER,
+    tls_version TEXT,
+    tls_cipher TEXT,
+    auth_mechanism TEXT,
+    auth_user TEXT,
+    peer_ip TEXT,
+    client_ip TEXT NOT NULL,
+    client_name TEXT,
+    client_source TEXT NOT NULL DEFAULT 'peer',
+    session TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    level TEXT NOT NULL,
+    analysed_at TEXT NOT NULL,
+    from_header TEXT NOT NULL DEFAULT '',
+    to_header TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    failed TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "received_at, raw, size, mail_from, rcpt_to, helo, mail_options, smtputf8, listener, port, tls_version, "
+    "tls_cipher, auth_mechanism, auth_user, peer_ip, client_ip, client_name, client_source, session"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """One row of a message list: enough to draw it without loading the raw bytes."""
+
+    id: int
+    received_at: str
+    listener: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    size: int
+    level: Level | None
+    from_header: str
+    to_header: str
+    subject: str
+    failed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    capture: Capture
+    verdict: Verdict | None
+    session: list
+    analysed_at: str | None
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # writes --------------------------------------------------------------------------------------
+
+    def add_many(self, items: list[tuple[Capture, list]]) -> list[int]:
+        """Insert captures in one transaction; returns their ids in order. Raises if nothing was stored."""
+        ids = []
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for capture, session in items:
+                cur.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+                            _row(capture, session))
+                ids.append(cur.lastrowid)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return ids
+
+    def add(self, capture: Capture, session: list | None = None) -> int:
+        return self.add_many([(capture, session or [])])[0]
+
+    def save_verdict(self, message_id: int, verdict: Verdict) -> None:
+        h = verdict.headers
+        self.db.execute(
+            "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
+            "failed, data) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
+            (message_id, verdict.level.value, _now(), h.get("from", ""), h.get("to", ""), h.get("subject", ""),
+             " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()), message_id),
+        )
+
+    def delete(self, message_id: int) -> bool:
+        return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0
+
+    def clear(self) -> int:
+        return self.db.execute("DELETE FROM messages").rowcount
+
+    # reads ---------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    def get(self, message_id: int) -> Stored | None:
+        row = self.db.execute(
+            f"SELECT m.id, {_COLUMNS}, v.data, v.analysed_at FROM messages m "
+            "LEFT JOIN verdicts v ON v.message_id = m.id WHERE m.id = ?", (message_id,)).fetchone()
+        if row is None:
+            return None
+        capture = _capture(row)
+        verdict = Verdict.from_dict(json.loads(row[20])) if row[20] else None
+        return Stored(capture, verdict, json.loads(row[19] or "[]"), row[21])
+
+    def raw(self, message_id: int) -> bytes | None:
+        row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def summaries(self, limit: int | None = None, offset: int = 0, before_id: int | None = None) -> list[Summary]:
+        """Newest first; `before_id` pages without OFFSET scans."""
+        sql = ("SELECT m.id, m.received_at, m.listener, m.mail_from, m.rcpt_to, m.size, v.level, "
+               "v.from_header, v.to_header, v.subject, v.failed FROM messages m "
+               "LEFT JOIN verdicts v ON v.message_id = m.id")
+        args: list = []
+        if before_id is not None:
+            sql += " WHERE m.id < ?"
+            args.append(before_id)
+        sql += " ORDER BY m.id DESC"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [
+            Summary(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], Level(r[6]) if r[6] else None,
+                    r[7] or "", r[8] or "", r[9] or "", tuple((r[10] or "").split()))
+            for r in self.db.execute(sql, args)
+        ]
+
+    def unanalysed(self, limit: int = 100) -> list[Capture]:
+        rows = self.db.execute(
+            f"SELECT m.id, {_COLUMNS} FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id "
+            "WHERE v.message_id IS NULL ORDER BY m.id LIMIT ?", (limit,)).fetchall()
+        return [_capture(r) for r in rows]
+
+    def ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _row(c: Capture, session: list) -> tuple:
+    e, t, cl = c.envelope, c.transport, c.client
+    return (
+        c.received_at.isoformat(timespec="microseconds"), c.raw, len(c.raw), e.mail_from, json.dumps(e.rcpt_to),
+        e.helo, json.dumps(e.mail_options), int(e.smtputf8), t.listener.value, t.port, t.tls_version,
+        t.tls_cipher, t.auth_mechanism, t.auth_user, cl.peer_ip, cl.ip, cl.name, cl.source,
+        json.dumps(session),
+    )
+
+
+def _capture(r: tuple) -> Capture:
+    return Capture(
+        raw=bytes(r[2]),
+        envelope=Envelope(mail_from=r[4], rcpt_to=tuple(json.loads(r[5])), helo=r[6],
+                          mail_options=tuple(json.loads(r[7])), smtputf8=bool(r[8])),
+        transport=Transport(Listener(r[9]), r[10], r[11], r[12], r[13], r[14]),
+        client=Client(ip=r[16], peer_ip=r[15], name=r[17], source=r[18]),
+        received_at=datetime.fromisoformat(r[1]),
+        id=r[0],
+    )

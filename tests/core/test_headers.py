@@ -1,0 +1,293 @@
+"""Tests for the header and wire-format checks: each rule both ways, hostile bytes, and a real-mail corpus."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lab.core.checks.headers import check_headers
+from lab.core.context import Context
+from lab.core.dnsview import ZoneView
+from lab.core.model import Capture, Envelope, Listener, Transport
+from lab.core.results import CheckResult, Level
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+IDS = {"headers.parse", "headers.duplicates", "headers.subject", "headers.line-length", "headers.line-endings",
+       "headers.8bit", "headers.mime", "headers.size"}
+BASE = {
+    "From": "Alice <alice@example.com>",
+    "To": "bob@example.net",
+    "Subject": "Hello",
+    "Date": "Fri, 01 May 2026 11:59:00 +0000",
+    "Message-ID": "<abc123@example.com>",
+    "MIME-Version": "1.0",
+    "Content-Type": "text/plain; charset=utf-8",
+}
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "eml"
+
+
+def make(over: dict[str, str | None] | None = None, extra: tuple[tuple[str, str], ...] = (),
+         body: bytes = b"Hello.\r\n") -> bytes:
+    """A CRLF message: BASE with `over` replacing fields (None drops one) and `extra` fields appended."""
+    fields = {**BASE, **(over or {})}
+    lines = [f"{k}: {v}" for k, v in fields.items() if v is not None] + [f"{k}: {v}" for k, v in extra]
+    return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body
+
+
+def run(raw: bytes, smtputf8: bool = False, listener: Listener = Listener.RELAY) -> list[CheckResult]:
+    capture = Capture(raw, Envelope(mail_from="bounce@example.com", helo="mail.example.com", smtputf8=smtputf8),
+                      Transport(listener=listener), received_at=NOW)
+    return check_headers(Context(capture, dns=ZoneView()))
+
+
+def of(results: list[CheckResult], cid: str) -> list[CheckResult]:
+    return [r for r in results if r.id == cid]
+
+
+def levels(results: list[CheckResult], cid: str) -> list[Level]:
+    return [r.level for r in of(results, cid)]
+
+
+def test_a_clean_message_passes_every_rule():
+    results = run(make())
+    assert {r.id for r in results} == IDS
+    assert [r.level for r in results] == [Level.PASS] * len(IDS)
+    assert all(r.ref and r.summary for r in results)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (make(), Level.PASS),
+    (b"From: a@example.com\r\nthis line has no colon\r\n\r\nbody", Level.WARN),
+    (b"From: a@example.com\r\nBad Name: x\r\n\r\nbody", Level.WARN),
+    (b" starts folded\r\nFrom: a@example.com\r\n\r\n", Level.WARN),
+    (b"\r\nonly a body", Level.WARN),
+    (b"", Level.WARN),
+])
+def test_parse(raw, expected):
+    found = of(run(raw), "headers.parse")
+    assert [r.level for r in found] == [expected]
+    if expected is Level.WARN:
+        assert found[0].fix
+
+
+def test_parse_lists_the_first_problems():
+    raw = b"".join(b"broken line %d\r\n" % i for i in range(10)) + b"From: a@example.com\r\n\r\n"
+    (found,) = of(run(raw), "headers.parse")
+    assert found.summary.startswith("10 problem")
+    assert set(found.evidence) == {"problem-1", "problem-2", "problem-3"}
+    assert "broken line 0" in found.evidence["problem-1"]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ((), [Level.PASS]),
+    ((("Received", "from a by b"), ("Received", "from c by d")), [Level.PASS]),  # may repeat
+    ((("Comments", "one"), ("Comments", "two")), [Level.PASS]),
+    ((("From", "mallory@evil.test"),), [Level.FAIL]),
+    ((("from", "mallory@evil.test"),), [Level.FAIL]),  # names are case-insensitive
+    ((("Subject", "Other"),), [Level.WARN]),
+    ((("SUBJECT", "Other"),), [Level.WARN]),
+    ((("Date", "Fri, 01 May 2026 11:00:00 +0000"),), [Level.WARN]),
+    ((("Message-ID", "<x@example.com>"),), [Level.WARN]),
+    ((("To", "eve@example.net"),), [Level.WARN]),
+    ((("Reply-To", "a@x.test"), ("Reply-To", "b@x.test")), [Level.WARN]),
+    ((("Subject", "Other"), ("From", "m@evil.test")), [Level.FAIL, Level.WARN]),
+])
+def test_duplicates(extra, expected):
+    found = of(run(make(extra=extra)), "headers.duplicates")
+    assert [r.level for r in found] == expected
+    assert all(r.fix for r in found if r.level is not Level.PASS)
+
+
+def test_duplicates_names_the_field_and_count():
+    (found,) = of(run(make(extra=(("Message-ID", "<a@x.test>"), ("Message-ID", "<b@x.test>")))),
+                  "headers.duplicates")
+    assert found.evidence["field"] == "Message-ID" and found.evidence["count"] == "3"
+
+
+@pytest.mark.parametrize(("subject", "expected"), [
+    ("Hello", Level.PASS),
+    ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", Level.PASS),
+    (None, Level.WARN),
+    ("", Level.WARN),
+    ("   ", Level.WARN),
+])
+def test_subject(subject, expected):
+    assert levels(run(make({"Subject": subject})), "headers.subject") == [expected]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (make(body=b"x" * 998 + b"\r\n"), Level.PASS),  # exactly the limit, CRLF not counted
+    (make(body=b"x" * 998 + b"\n"), Level.PASS),
+    (make(body=b"x" * 998), Level.PASS),
+    (make({"Subject": "s" * 200}), Level.PASS),  # over 78 in a header is fine
+    (make(body=b"x" * 999 + b"\r\n"), Level.WARN),
+    (make(body=b"x" * 999), Level.WARN),
+    (make(body=b"short\r\n" + b"y" * 5000 + b"\r\n"), Level.WARN),
+])
+def test_line_length(raw, expected):
+    assert levels(run(raw), "headers.line-length") == [expected]
+
+
+def test_line_length_reports_the_longest_line_and_where():
+    raw = make({"Subject": "s" * 1200}, body=b"a\r\n" + b"b" * 1000 + b"\r\n")
+    (found,) = of(run(raw), "headers.line-length")
+    assert found.level is Level.WARN
+    assert found.evidence["longest"] == str(len("Subject: ") + 1200)
+    assert found.evidence["line"] == "3" and found.evidence["section"] == "header"
+    assert found.evidence["count"] == "2"
+    (body_only,) = of(run(make(body=b"a\r\n" + b"b" * 1000 + b"\r\n")), "headers.line-length")
+    assert body_only.evidence["section"] == "body" and body_only.evidence["line"] == str(len(BASE) + 3)
+
+
+@pytest.mark.parametrize(("raw", "listener", "expected"), [
+    (make(), Listener.RELAY, [Level.PASS]),
+    (make(), Listener.CLI, [Level.PASS]),
+    (make(body=b"line one\nline two\r\n"), Listener.RELAY, [Level.WARN]),  # one bare LF
+    (make(body=b"line one\rline two\r\n"), Listener.RELAY, [Level.WARN]),  # one bare CR
+    (make(body=b"smuggled\n.\r\nMAIL FROM:<x@y>\r\n"), Listener.SUBMISSION, [Level.WARN]),
+    (make().replace(b"\r\n", b"\n"), Listener.RELAY, [Level.WARN]),  # all LF, over SMTP
+    (make().replace(b"\r\n", b"\n"), Listener.CLI, [Level.INFO]),  # all LF, a file on disk
+    (make(body=b"a\nb\r\n"), Listener.CLI, [Level.WARN]),  # mixed endings are wrong even in a file
+    (make(body=b"nul\x00here\r\n"), Listener.RELAY, [Level.FAIL]),
+    (make(body=b"nul\x00\nhere\r\n"), Listener.RELAY, [Level.FAIL, Level.WARN]),
+])
+def test_line_endings(raw, listener, expected):
+    found = of(run(raw, listener=listener), "headers.line-endings")
+    assert [r.level for r in found] == expected
+    assert all(r.fix for r in found if r.level is not Level.PASS)
+
+
+def test_line_endings_point_at_the_first_bare_lf():
+    (found,) = of(run(make(body=b"ok\r\nbad\nok\r\n")), "headers.line-endings")
+    assert found.evidence["bare-lf"] == "1" and found.evidence["line"] == str(len(BASE) + 3)
+    assert "bare-cr" not in found.evidence or found.evidence["bare-cr"] == "0"
+
+
+@pytest.mark.parametrize(("raw", "smtputf8", "expected"), [
+    (make(), False, Level.PASS),
+    (make(body="Grüße\r\n".encode()), False, Level.PASS),  # 8-bit in the body is another matter
+    (make({"Subject": "=?utf-8?q?Gr=C3=BC=C3=9Fe?="}), False, Level.PASS),
+    (make({"Subject": "Grüße"}), False, Level.WARN),
+    (make({"Subject": "Grüße"}), True, Level.PASS),
+    (make({"From": "Jörg <jörg@bücher.example>"}), True, Level.PASS),
+    (make({"Subject": "Gr\xfc\xdfe"}).replace("Grüße".encode(), b"Gr\xfc\xdfe"), True, Level.WARN),  # Latin-1
+    (b"Subject: \xff\xfe\r\n\r\n", False, Level.WARN),
+])
+def test_eight_bit_headers(raw, smtputf8, expected):
+    found = of(run(raw, smtputf8=smtputf8), "headers.8bit")
+    assert [r.level for r in found] == [expected]
+    if expected is Level.WARN:
+        assert found[0].fix and found[0].evidence["first-field"] in ("Subject", "From")
+
+
+MULTI_OK = (b"--b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhi\r\n"
+            b"--b1\r\nContent-Type: image/png\r\ncontent-transfer-encoding: base64\r\n\r\naGk=\r\n--b1--\r\n")
+MULTIPART = {"Content-Type": 'multipart/mixed; boundary="b1"'}
+
+
+@pytest.mark.parametrize(("over", "body", "expected"), [
+    ({}, b"Hello.\r\n", [Level.PASS]),
+    ({"MIME-Version": None}, b"Hello.\r\n", [Level.PASS]),  # plain text needs no MIME
+    ({"MIME-Version": None, "Content-Type": None}, b"Hello.\r\n", [Level.PASS]),
+    (MULTIPART, MULTI_OK, [Level.PASS]),
+    ({"Content-Type": "multipart/mixed; boundary=b1"}, MULTI_OK, [Level.PASS]),
+    ({"MIME-Version": "1.0 (produced by Mailer 2)"}, b"Hello.\r\n", [Level.PASS]),
+    ({"Content-Transfer-Encoding": "Base64"}, b"aGk=\r\n", [Level.PASS]),
+    (MULTIPART, MULTI_OK.replace(b"encoding: base64", b"encoding:\r\n base64"), [Level.PASS]),  # folded
+    ({**MULTIPART, "MIME-Version": None}, MULTI_OK, [Level.WARN]),
+    ({"Content-Type": "image/png", "MIME-Version": None}, b"aGk=\r\n", [Level.WARN]),
+    ({"Content-Transfer-Encoding": "base64", "MIME-Version": None}, b"aGk=\r\n", [Level.WARN]),
+    ({"MIME-Version": "2.0"}, b"Hello.\r\n", [Level.WARN]),
+    ({"Content-Type": "multipart/mixed"}, MULTI_OK, [Level.WARN]),  # no boundary
+    ({"Content-Type": 'multipart/mixed; boundary=""'}, MULTI_OK, [Level.WARN]),
+    ({"Content-Type": f"multipart/mixed; boundary={'b' * 71}"}, b"--" + b"b" * 71 + b"\r\n--" + b"b" * 71
+     + b"--\r\n", [Level.WARN]),
+    ({"Content-Type": "multipart/mixed; boundary=zz"}, MULTI_OK, [Level.WARN]),  # never appears
+    (MULTIPART, MULTI_OK.replace(b"--b1--\r\n", b""), [Level.WARN]),  # truncated: no closing delimiter
+    (MULTIPART, b"preamble mentions --b1 mid-line\r\n", [Level.WARN]),  # not at a line start
+    ({"Content-Transfer-Encoding": "x-uuencode"}, b"begin 644 x\r\n", [Level.WARN]),
+    ({"Content-Transfer-Encoding": ""}, b"x\r\n", [Level.WARN]),
+    (MULTIPART, MULTI_OK.replace(b"encoding: base64", b"encoding: base-64"), [Level.WARN]),
+    (MULTIPART, MULTI_OK.replace(b"Encoding: quoted-printable", b"Encoding: 7-bit"), [Level.WARN]),
+    ({**MULTIPART, "MIME-Version": None}, MULTI_OK.replace(b"--b1--", b""), [Level.WARN, Level.WARN]),
+])
+def test_mime(over, body, expected):
+    found = of(run(make(over, body=body)), "headers.mime")
+    assert [r.level for r in found] == expected, [r.summary for r in found]
+    assert all(r.fix for r in found if r.level is not Level.PASS)
+
+
+def test_mime_names_the_unknown_encodings():
+    body = MULTI_OK.replace(b"encoding: base64", b"encoding: uuencode")
+    (found,) = of(run(make(MULTIPART, body=body)), "headers.mime")
+    assert found.evidence["encodings"] == "uuencode"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (make(), Level.PASS),
+    (make(extra=tuple((f"X-H-{i}", "v") for i in range(990))), Level.PASS),
+    (make(extra=tuple((f"X-H-{i}", "v") for i in range(1000))), Level.WARN),  # 1,007 fields
+    (make(extra=(("X-Big", "v" * 60_000),)), Level.PASS),
+    (make(extra=(("X-Big", "\r\n ".join(["v" * 70] * 1000)),)), Level.WARN),  # ~73 KB, folded
+])
+def test_size(raw, expected):
+    assert levels(run(raw), "headers.size") == [expected]
+
+
+HOSTILE = {
+    "empty": b"",
+    "nul bytes": b"\x00" * 200,
+    "only a blank line": b"\r\n\r\n",
+    "no headers": b"\r\nJust a body\r\n",
+    "body only, no blank line": b"Just some words without a colon\r\n",
+    "invalid utf-8": b"From: \xff\xfe <a@\xff.example>\r\nSubject: \xc3\x28\r\nContent-Type: multipart/\xff; "
+                     b"boundary=\"\xff\xfe\"\r\nContent-Transfer-Encoding: \xff\r\n\r\n--\xff\xfe\r\n\xff",
+    "escape sequences": b"Subject: \x1b[2J\x1b]0;owned\x07\r\nBad\x1b Name: x\r\n\x1b[31m\r\n\r\n",
+    "bare cr only": b"From: a@example.com\rSubject: x\r\rbody",
+    "10,000 headers": b"".join(b"X-H-%d: v\r\n" % i for i in range(10_000)) + b"\r\nbody",
+    "10,000 subjects": b"Subject: s\r\n" * 10_000 + b"\r\n",
+    "multipart, empty boundary": b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\r\n\r\n--\r\n",
+    "multipart, no body": b"Content-Type: multipart/mixed; boundary=\"x\"\r\n",
+    "cte at the very start of the body": b"Subject: x\r\n\r\nContent-Transfer-Encoding: \xff\r\n",
+    "cte needle at the end": b"Subject: x\r\n\r\nContent-Transfer-Encoding:",
+    "one 2 MB line": b"Subject: x\r\n\r\n" + b"y" * 2_000_000,
+    "header of a million bytes": b"Subject: " + b"z" * 1_000_000 + b"\r\n\r\n",
+}
+HOSTILE.update({f"random {seed}": random.Random(seed).randbytes(4_000) for seed in range(5)})
+
+
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.parametrize("smtputf8", [False, True])
+def test_hostile_input_yields_every_rule_not_exceptions(raw, smtputf8):
+    results = run(raw, smtputf8=smtputf8)
+    assert IDS <= {r.id for r in results}
+    for r in results:
+        assert isinstance(r, CheckResult) and r.family == "headers" and isinstance(r.level, Level)
+        for text in (r.summary, *r.evidence.values()):
+            assert "\x1b" not in text and "\x00" not in text, (r.id, text)
+
+
+def test_hostile_input_is_judged_not_just_survived():
+    results = run(HOSTILE["10,000 headers"])
+    assert levels(results, "headers.size") == [Level.WARN]
+    assert levels(results, "headers.subject") == [Level.WARN]
+    assert levels(run(HOSTILE["10,000 subjects"]), "headers.duplicates") == [Level.WARN]
+    assert Level.FAIL in levels(run(HOSTILE["nul bytes"]), "headers.line-endings")
+    assert levels(run(HOSTILE["header of a million bytes"]), "headers.line-length") == [Level.WARN]
+
+
+def _corpus() -> list[Path]:
+    return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix in (".eml", ".msg", ".txt", ""))
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/data/eml is not present")
+def test_real_and_broken_mail_from_the_corpus_never_raises():
+    files = _corpus()
+    assert len(files) > 50
+    for path in files:
+        for listener in (Listener.CLI, Listener.RELAY):
+            results = run(path.read_bytes(), listener=listener)
+            assert IDS <= {r.id for r in results}, path
