@@ -15,7 +15,7 @@ from lab.smtp.auth import Credentials
 from lab.smtp.server import ROLES, XCLIENT_ATTRS, LabSMTP, Role
 
 log = logging.getLogger("maillab.smtp")
-logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd logs every command, and deprecations
 warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 
 Sink = Callable[[Capture, list], Awaitable[int]]

@@ -245,6 +245,8 @@ def _size(ctx: Context) -> list[CheckResult]:
 
 def _shown(text: str, limit: int = 200) -> str:
     """Text safe to put on a terminal: control, format and surrogate characters escaped, length capped."""
+    if len(text) <= limit and text.isprintable():  # the common case: nothing to escape
+        return text
     out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c
                   for c in text[:limit])
     return out + "…" if len(text) > limit else out

@@ -33,9 +33,12 @@ _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2
 _EMAIL = re.compile(r"[\w.%+'!#$&*/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 _DOMAIN = re.compile(r"(?<![\w@.-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,24}))(?![\w-])")
 # Display names like "Node.js Team" are common, so only tokens ending in a TLD people recognise count.
-_COMMON_TLDS = frozenset(
-    ["com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "io", "co", "me", "app", "dev", "ai", "us", "uk", "de", "fr", "es", "it", "nl", "be", "ch", "at", "se", "no", "dk", "fi", "pl", "ru", "cn", "jp", "kr", "in", "br", "au", "ca", "mx", "eu", "xyz", "online", "site", "shop", "store", "top", "club", "live", "email", "cloud"]
-)
+_COMMON_TLDS = frozenset({
+    "com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "io", "co", "me", "app", "dev",
+    "ai", "us", "uk", "de", "fr", "es", "it", "nl", "be", "ch", "at", "se", "no", "dk", "fi", "pl",
+    "ru", "cn", "jp", "kr", "in", "br", "au", "ca", "mx", "eu", "xyz", "online", "site", "shop",
+    "store", "top", "club", "live", "email", "cloud",
+})
 _MSGID = re.compile(r'<((?:[^\s<>@"]+|"[^"\r\n]*"))@([^\s<>@\[\]]+|\[[^\s\[\]\\]*\])>')
 _HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*)(?:\.[a-z0-9_-]+)+")
 _LOCALHOSTS = frozenset({"localhost", "localhost.localdomain", "localdomain", "local"})
@@ -327,6 +330,8 @@ def _helo_domain(helo: str | None) -> str | None:
 
 def _shown(text: str, limit: int = 200) -> str:
     """Text safe to put on a terminal: control, format and surrogate characters escaped, length capped."""
+    if len(text) <= limit and text.isprintable():  # the common case: nothing to escape
+        return text
     out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c
                   for c in text[:limit])
     return out + "…" if len(text) > limit else out

@@ -1,0 +1,148 @@
+"""The `maillab` command as a user runs it: exit codes, JSON shape, terminal safety, serve/list/show."""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from support import BAD_IP, GOOD_IP, ZONES, message, sign
+from support.client import send
+
+ZONE_ARGS = [arg for z in ZONES for arg in ("--zone", str(z))]
+
+
+def maillab(*args: str, input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, input=input, timeout=60,
+                          env={**os.environ, "MAILLAB_CONFIG": "/nonexistent/config.toml", **(env or {})})
+
+
+@pytest.fixture
+def signed_eml(tmp_path):
+    path = tmp_path / "good.eml"
+    path.write_bytes(sign(message(subject="cli check")))
+    return path
+
+
+def test_check_passing_message_exits_0_with_json(signed_eml):
+    out = maillab("check", str(signed_eml), *ZONE_ARGS, "--offline", "--client-ip", GOOD_IP,
+                  "--helo", "mail.example.com", "--listener", "submission", "--tls", "--auth-user", "app", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) >= {"id", "received_at", "envelope", "transport", "headers", "verdict", "checks",
+                        "authentication_results"}
+    assert doc["envelope"]["mail_from"] == "alice@example.com"  # from the From header by default
+    assert doc["envelope"]["client_ip"] == GOOD_IP
+    assert doc["transport"]["auth"]["user"] == "app"
+    assert doc["headers"]["subject"] == "cli check"
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert by_id["dkim.example.com.rsa2048"]["result"] == "pass"
+    assert by_id["dmarc"]["result"] == "pass"
+    assert {"id", "result", "level", "summary", "fix", "evidence"} <= set(by_id["spf.mailfrom"])
+    assert doc["verdict"] in ("pass", "warn")
+    assert "dmarc=pass" in doc["authentication_results"]
+
+
+def test_check_spoofed_message_exits_1_and_explains(tmp_path):
+    path = tmp_path / "spoof.eml"
+    path.write_bytes(message(from_="CEO <ceo@example.com>"))
+    out = maillab("check", str(path), *ZONE_ARGS, "--offline", "--client-ip", BAD_IP)
+    assert out.returncode == 1
+    text = out.stdout.decode()
+    assert "DMARC fail under p=reject" in text and "Reject: 550 5.7.1" in text
+    assert "fix:" in text
+
+
+def test_check_reads_stdin(signed_eml):
+    out = maillab("check", "-", *ZONE_ARGS, "--offline", "--client-ip", GOOD_IP, "--json",
+                  input=signed_eml.read_bytes())
+    assert out.returncode == 0 and json.loads(out.stdout)["headers"]["subject"] == "cli check"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["check", "/nonexistent/x.eml", "--offline"], "cannot read /nonexistent/x.eml"),
+        (["check", "{eml}", "--offline", "--client-ip", "not-an-ip"], "is not an IP address"),
+        (["check", "{eml}", "--offline", "--zone", "{badzone}"], "bad.zone:2"),
+        (["check", "{eml}", "--offline", "--zone", "/nonexistent.zone"], "zone file /nonexistent.zone"),
+        (["check"], "the following arguments are required"),
+        (["show", "1", "--data-dir", "{empty}"], "no store at"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path, signed_eml, args, needle):
+    bad = tmp_path / "bad.zone"
+    bad.write_text("$ORIGIN example.com.\n@ NOSUCHTYPE x\n")
+    args = [a.format(eml=signed_eml, badzone=bad, empty=tmp_path / "empty") for a in args]
+    out = maillab(*args)
+    assert out.returncode == 2
+    err = out.stderr.decode().strip()
+    assert needle in err, err
+    assert "Traceback" not in err
+
+
+def test_check_escapes_terminal_control_sequences(tmp_path):
+    path = tmp_path / "hostile.eml"
+    path.write_bytes(message(subject="\x1b]52;c;aGVsbG8=\x07 \x1b[2J owned \u202etxt.exe"))
+    out = maillab("check", str(path), "--offline")
+    assert b"\x1b" not in out.stdout and b"\x07" not in out.stdout
+    assert "\u202e".encode() not in out.stdout
+    assert "owned" in out.stdout.decode()
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_serve_list_show_round_trip(tmp_path):
+    relay, submission, smtps = _free_ports(3)
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), *ZONE_ARGS, "--offline"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "serve", "--json", *common, "--client-ip", GOOD_IP, "--relay-port", str(relay),
+         "--submission-port", str(submission), "--smtps-port", str(smtps)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MAILLAB_CONFIG": "/nonexistent"})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", relay), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.1)
+        raw = sign(message(subject="round trip"))
+        with smtplib.SMTP("127.0.0.1", relay, local_hostname="mail.example.com") as s:
+            first = send(s, raw)
+            second = send(s, message(subject="second"))
+        line = json.loads(proc.stdout.readline())
+        assert line["id"] == first and line["verdict"] in ("pass", "warn")
+        assert json.loads(proc.stdout.readline())["id"] == second
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert b"listening relay 127.0.0.1" in proc.stderr.read()
+
+    listed = json.loads(maillab("list", "--json", *common).stdout)
+    assert [m["id"] for m in listed] == [second, first]  # newest first
+    assert json.loads(maillab("list", "--json", "--limit", "1", *common).stdout)[0]["id"] == second
+    assert maillab("show", str(first), "--raw", *common).stdout == raw
+    shown = json.loads(maillab("show", str(first), "--json", *common).stdout)
+    assert shown["transport"]["listener"] == "relay" and shown["envelope"]["client_ip"] == GOOD_IP
+    assert any(entry[1] == ">" and entry[2].startswith("EHLO") for entry in shown["session"])
+    text = maillab("show", str(first), *common).stdout.decode()
+    assert "dkim.example.com.rsa2048" in text and "Authentication-Results:" in text
+    missing = maillab("show", "999", *common)
+    assert missing.returncode == 1 and b"no message 999" in missing.stderr

@@ -1,0 +1,56 @@
+"""Provides RunningLab: a real lab on free loopback ports, on its own event-loop thread, for blocking clients."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from support import ZONES
+from lab.config import Config
+from lab.core.model import Listener
+from lab.engine import Engine
+from lab.store import Store, Stored
+
+
+class RunningLab:
+    def __init__(self, data_dir: Path, **settings):
+        self.config = Config(data_dir=data_dir, zones=[str(z) for z in ZONES], offline=True,
+                             relay_port=0, submission_port=0, smtps_port=0)
+        self.config.update(settings, "test")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.engine = Engine(self.config)
+        self._call(self.engine.start())
+
+    def _call(self, coro, timeout: float = 15):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def port(self, listener: Listener | str) -> int:
+        return next(s.port for s in self.engine.specs if s.listener == Listener(listener))
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+        self._call(self.engine.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def store(self) -> Store:
+        return Store(self.config.db_path)
+
+    def wait(self, message_id: int, timeout: float = 10) -> Stored:
+        """The stored message once its verdict exists."""
+        deadline = time.monotonic() + timeout
+        store = self.store()
+        try:
+            while time.monotonic() < deadline:
+                stored = store.get(message_id)
+                if stored is not None and stored.verdict is not None:
+                    return stored
+                time.sleep(0.02)
+        finally:
+            store.close()
+        raise AssertionError(f"message {message_id} was not analysed within {timeout}s")
