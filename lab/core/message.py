@@ -108,7 +108,8 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
     """Split at the first empty line, CRLF or bare LF, whichever comes first."""
     if raw.startswith((b"\r\n", b"\n")):
         return b"", raw.partition(b"\n")[2]
-    candidates = [(i, n) for i, n in ((raw.find(b"\r\n\r\n"), 4), (raw.find(b"\n\n"), 2)) if i >= 0]
+    marks = ((raw.find(b"\r\n\r\n"), 4), (raw.find(b"\n\n"), 2), (raw.find(b"\n\r\n"), 3))
+    candidates = [(i, n) for i, n in marks if i >= 0]
     if not candidates:
         return raw, b""
     i, n = min(candidates)
@@ -118,11 +119,11 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
 def _fields(head: bytes) -> list[bytes]:
     """Header fields with their continuation lines, line endings kept for unfolding."""
     fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
+    for line in head.split(b"\n"):  # a bare CR is text inside a line, as receivers treat it
         if line.strip(b"\r\n") == b"":
             continue
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
+            fields[-1] += b"\n" + line
         else:
             fields.append(line)
     return [f.rstrip(b"\r\n") for f in fields]

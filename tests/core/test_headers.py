@@ -207,7 +207,8 @@ MULTIPART = {"Content-Type": 'multipart/mixed; boundary="b1"'}
      + b"--\r\n", [Level.WARN]),
     ({"Content-Type": "multipart/mixed; boundary=zz"}, MULTI_OK, [Level.WARN]),  # never appears
     (MULTIPART, MULTI_OK.replace(b"--b1--\r\n", b""), [Level.WARN]),  # truncated: no closing delimiter
-    (MULTIPART, b"preamble mentions --b1 mid-line\r\n", [Level.WARN]),  # not at a line start
+    (MULTIPART, b"preamble mentions --b1 and --b1-- mid-line\r\n", [Level.WARN]),  # not at a line start
+    (MULTIPART, MULTI_OK + b"X-Content-Transfer-Encoding: weird\r\n", [Level.PASS]),  # another field
     ({"Content-Transfer-Encoding": "x-uuencode"}, b"begin 644 x\r\n", [Level.WARN]),
     ({"Content-Transfer-Encoding": ""}, b"x\r\n", [Level.WARN]),
     (MULTIPART, MULTI_OK.replace(b"encoding: base64", b"encoding: base-64"), [Level.WARN]),
@@ -263,7 +264,7 @@ HOSTILE.update({f"random {seed}": random.Random(seed).randbytes(4_000) for seed 
 @pytest.mark.parametrize("smtputf8", [False, True])
 def test_hostile_input_yields_every_rule_not_exceptions(raw, smtputf8):
     results = run(raw, smtputf8=smtputf8)
-    assert IDS <= {r.id for r in results}
+    assert {r.id for r in results} >= IDS
     for r in results:
         assert isinstance(r, CheckResult) and r.family == "headers" and isinstance(r.level, Level)
         for text in (r.summary, *r.evidence.values()):
@@ -290,4 +291,4 @@ def test_real_and_broken_mail_from_the_corpus_never_raises():
     for path in files:
         for listener in (Listener.CLI, Listener.RELAY):
             results = run(path.read_bytes(), listener=listener)
-            assert IDS <= {r.id for r in results}, path
+            assert {r.id for r in results} >= IDS, path

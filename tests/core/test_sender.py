@@ -80,6 +80,12 @@ def test_from_wants_exactly_one_mailbox(over, extra, expected):
         assert of(results, "sender.from")[0].fix
 
 
+def test_several_from_fields_are_named_as_such():
+    (found,) = of(run(make(extra=(("From", "mallory@example.com"),))), "sender.from")
+    assert found.summary == "The message has 2 From fields"
+    assert found.evidence["from-fields"] == "Alice <alice@example.com>, mallory@example.com"
+
+
 @pytest.mark.parametrize(("address", "expected"), [
     ("alice@example.com", Level.PASS),
     ("administrators-team@example.com", Level.PASS),
@@ -128,6 +134,7 @@ def test_alignment_of_from_and_mail_from(from_, mail_from, expected):
     ("[192.0.2.1]", False),
     ("192.0.2.1", False),
     ("localhost", False),
+    ("host.localdomain", False),
     (None, False),
 ])
 def test_alignment_mentions_an_unrelated_helo(helo, extra_info):
@@ -251,6 +258,11 @@ def test_date_is_judged_against_the_arrival_not_the_clock():
     assert level(run(old), "sender.date") is Level.WARN
     arrived = datetime(2019, 1, 1, 10, 5, tzinfo=UTC)
     assert level(run(old, received_at=arrived), "sender.date") is Level.PASS
+
+
+def test_a_naive_arrival_time_is_taken_as_utc():
+    results = run(make(), received_at=NOW.replace(tzinfo=None))
+    assert level(results, "sender.date") is Level.PASS
 
 
 def test_two_dates_warn():

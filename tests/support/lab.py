@@ -7,11 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-from support import ZONES
 from lab.config import Config
 from lab.core.model import Listener
 from lab.engine import Engine
 from lab.store import Store, Stored
+from support import ZONES
 
 
 class RunningLab:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 from lab.core.context import Context
 from lab.core.model import Listener
@@ -185,7 +186,7 @@ def _mime(ctx: Context) -> list[CheckResult]:
         warn(f"Content-Type {_shown(ctype)} without MIME-Version: receivers may show the raw source",
              "Add the header field 'MIME-Version: 1.0'.", content_type=_shown(ctype))
     elif version is not None and re.sub(r"\([^)]*\)|\s", "", version) != "1.0":
-        warn(f"MIME-Version is {_shown(version)!r}; the only version is 1.0", "Send 'MIME-Version: 1.0'.")
+        warn(f"MIME-Version is '{_shown(version)}'; the only version is 1.0", "Send 'MIME-Version: 1.0'.")
     if ctype.startswith("multipart/"):
         _multipart(ct_field or "", msg.body, warn)
     bad = sorted({v or "(empty)" for v in _encodings(cte, msg.body) if v not in ENCODINGS})
@@ -195,7 +196,7 @@ def _mime(ctx: Context) -> list[CheckResult]:
     return out or [check("headers.mime", Level.PASS, f"MIME structure looks sound ({_shown(ctype)})", ref=ref)]
 
 
-def _multipart(ct_field: str, body: bytes, warn) -> None:
+def _multipart(ct_field: str, body: bytes, warn: Callable[..., None]) -> None:
     """Top-level boundary only: present, 1-70 characters, used, and closed."""
     m = _BOUNDARY.search(ct_field)
     fix = "Let your mail library build multipart messages (email.message.EmailMessage.add_attachment)."

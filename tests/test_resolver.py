@@ -1,0 +1,86 @@
+"""The production DNS view against a real DNS server on loopback: answers, NXDOMAIN, SERVFAIL, timeouts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support import GOOD_IP, ZONES, capture, message
+from support.dnsserver import TinyDNS
+
+from lab.core.analyse import analyse
+from lab.core.dnsview import DnsTempError, LayeredView, ZoneView
+from lab.resolver import SystemView, build_view, parse_nameserver
+
+ZONE = """
+served.test.         TXT "v=spf1 ip4:192.0.2.0/24 -all"
+served.test.         MX  10 mx.served.test.
+served.test.         A   192.0.2.10
+_dmarc.served.test.  TXT "v=DMARC1; p=reject"
+long.served.test.    TXT "part one " "part two"
+"""
+
+
+@pytest.fixture
+def server():
+    s = TinyDNS(ZONE)
+    yield s
+    s.close()
+
+
+def test_system_view_answers_from_a_real_server(server):
+    view = SystemView(server.address)
+    assert view.lookup("served.test", "TXT").records == ((b"v=spf1 ip4:192.0.2.0/24 -all",),)
+    assert view.lookup("served.test", "MX").records == ((10, "mx.served.test"),)
+    assert view.lookup("long.served.test", "TXT").records == ((b"part one ", b"part two"),)
+    nx = view.lookup("nothing.served.test", "A")
+    assert (nx.exists, nx.records) == (False, ())
+    nodata = view.lookup("served.test", "AAAA")
+    assert (nodata.exists, nodata.records) == (True, ())
+
+
+def test_servfail_is_a_temperror(server):
+    with pytest.raises(DnsTempError):
+        SystemView(server.address).lookup("x.servfail", "TXT")
+
+
+def test_a_silent_server_is_a_temperror_within_about_two_seconds(server):
+    start = time.monotonic()
+    with pytest.raises(DnsTempError):
+        SystemView(server.address).lookup("x.blackhole", "TXT")
+    assert time.monotonic() - start < 3.5
+
+
+def test_overlay_answers_first_and_the_rest_goes_to_the_server(server):
+    overlay = ZoneView.from_text('served.test. TXT "v=spf1 ip4:198.51.100.0/24 -all"\n')
+    view = LayeredView(overlay, SystemView(server.address))
+    assert view.lookup("served.test", "TXT").records == ((b"v=spf1 ip4:198.51.100.0/24 -all",),)
+    assert view.lookup("served.test", "TXT").source == "overlay"
+    assert view.lookup("_dmarc.served.test", "TXT").source == "system"
+    assert ("served.test.", "TXT") not in server.questions
+
+
+def test_full_analysis_through_a_real_server(server):
+    view = LayeredView(ZoneView(), SystemView(server.address))
+    verdict = analyse(capture(message(from_="a@served.test"), mail_from="a@served.test", ip=GOOD_IP, helo=None),
+                      view)
+    by_id = {c.id: c for c in verdict.checks}
+    assert by_id["spf.mailfrom"].result == "pass"
+    assert by_id["dmarc"].result == "pass"
+    temp = analyse(capture(message(from_="a@x.blackhole"), mail_from="a@x.blackhole", helo=None),
+                   LayeredView(ZoneView(), SystemView(server.address, lifetime=0.5)))
+    assert {c.id: c.result for c in temp.checks}["spf.mailfrom"] == "temperror"
+
+
+def test_offline_view_has_no_fallback():
+    view = build_view(ZONES, offline=True)
+    assert view.fallback is None
+    assert view.lookup("example.net", "TXT").exists is False
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1", ("127.0.0.1", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+    ("[::1]:5300", ("::1", 5300)), ("::1", ("::1", 53)),
+])
+def test_parse_nameserver(text, expected):
+    assert parse_nameserver(text) == expected
