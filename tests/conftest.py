@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dns.resolver
 import pytest
+from support import BAD_IP, GOOD_IP, ZONES, b64, capture, key, message, sign  # noqa: F401 - re-exported
 
 from lab.core.dnsview import LayeredView
 from lab.resolver import load_zones
-from support import BAD_IP, GOOD_IP, ZONES, b64, capture, key, message, sign  # noqa: F401 - re-exported
 
 
 class _NoRealDNS(dns.resolver.Resolver):

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from support import BAD_IP, GOOD_IP, ZONES, message, sign
 from support.client import send
 

@@ -6,7 +6,6 @@ import hmac
 import smtplib
 
 import pytest
-
 from support import GOOD_IP, message, sign
 from support.client import RawClient, client_tls, queued_id, send
 

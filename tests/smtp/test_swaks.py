@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from support import GOOD_IP
 
 pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (.ci/run installs it)")
