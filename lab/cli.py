@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the three listeners without a UI; one line per message")
     _common(s)
     s.add_argument("--json", action="store_true", help="print JSON lines instead")
+    s.add_argument("--credentials", metavar="FILE", help="accept only these user:password lines for AUTH")
 
     c = sub.add_parser("check", help="analyse a message file without SMTP")
     _common(c)
@@ -88,7 +89,7 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
-            "smtps_port")}
+            "smtps_port", "credentials")}
         config.update(values, "command line")
         if args.zones:
             config.zones = [*config.zones, *args.zones]

@@ -91,10 +91,11 @@ class Engine:
 
     def _analyse_forever(self) -> None:
         store = Store(self.config.db_path)
+        failed: set[int] = set()  # never retried in this run, so one bad message cannot spin the loop
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                batch = store.unanalysed(64)
+                batch = [c for c in store.unanalysed(64 + len(failed)) if c.id not in failed]
                 if not batch:
                     self._wake.wait(1.0)
                     continue
@@ -103,5 +104,6 @@ class Engine:
                         self.analyse_stored(store, capture)
                     except Exception:
                         log.exception("analysis of message %s failed", capture.id)
+                        failed.add(capture.id)
         finally:
             store.close()

@@ -20,7 +20,7 @@ def message_json(capture: Capture, verdict: Verdict | None, analysed_at: str | N
         "envelope": {
             "mail_from": e.mail_from, "rcpt_to": list(e.rcpt_to), "helo": e.helo,
             "client_ip": c.ip, "peer_ip": c.peer_ip, "client_name": c.name, "client_source": c.source,
-            "mail_options": list(e.mail_options), "smtputf8": e.smtputf8,
+            "mail_options": list(e.mail_options), "rcpt_options": list(e.rcpt_options), "smtputf8": e.smtputf8,
         },
         "transport": {
             "listener": t.listener.value, "port": t.port,

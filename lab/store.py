@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS messages (
     rcpt_to TEXT NOT NULL,
     helo TEXT,
     mail_options TEXT NOT NULL DEFAULT '[]',
+    rcpt_options TEXT NOT NULL DEFAULT '[]',
     smtputf8 INTEGER NOT NULL DEFAULT 0,
     listener TEXT NOT NULL,
     port INTEGER,
@@ -52,9 +53,12 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 
 _COLUMNS = (
-    "received_at, raw, size, mail_from, rcpt_to, helo, mail_options, smtputf8, listener, port, tls_version, "
-    "tls_cipher, auth_mechanism, auth_user, peer_ip, client_ip, client_name, client_source, session"
+    "received_at, raw, size, mail_from, rcpt_to, helo, mail_options, rcpt_options, smtputf8, listener, port, "
+    "tls_version, tls_cipher, auth_mechanism, auth_user, peer_ip, client_ip, client_name, client_source, session"
 )
+
+
+_NCOLS = len(_COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,7 @@ class Store:
         cur.execute("BEGIN IMMEDIATE")
         try:
             for capture, session in items:
-                cur.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+                cur.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)})",
                             _row(capture, session))
                 ids.append(cur.lastrowid)
             cur.execute("COMMIT")
@@ -144,8 +148,9 @@ class Store:
         if row is None:
             return None
         capture = _capture(row)
-        verdict = Verdict.from_dict(json.loads(row[20])) if row[20] else None
-        return Stored(capture, verdict, json.loads(row[19] or "[]"), row[21])
+        data, analysed_at = row[_NCOLS + 1], row[_NCOLS + 2]
+        verdict = Verdict.from_dict(json.loads(data)) if data else None
+        return Stored(capture, verdict, json.loads(row[_NCOLS] or "[]"), analysed_at)
 
     def raw(self, message_id: int) -> bytes | None:
         row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -188,19 +193,22 @@ def _row(c: Capture, session: list) -> tuple:
     e, t, cl = c.envelope, c.transport, c.client
     return (
         c.received_at.isoformat(timespec="microseconds"), c.raw, len(c.raw), e.mail_from, json.dumps(e.rcpt_to),
-        e.helo, json.dumps(e.mail_options), int(e.smtputf8), t.listener.value, t.port, t.tls_version,
+        e.helo, json.dumps(e.mail_options), json.dumps(e.rcpt_options), int(e.smtputf8), t.listener.value, t.port,
+        t.tls_version,
         t.tls_cipher, t.auth_mechanism, t.auth_user, cl.peer_ip, cl.ip, cl.name, cl.source,
         json.dumps(session),
     )
 
 
 def _capture(r: tuple) -> Capture:
+    """A Capture from `id` followed by the _COLUMNS, in order."""
     return Capture(
         raw=bytes(r[2]),
         envelope=Envelope(mail_from=r[4], rcpt_to=tuple(json.loads(r[5])), helo=r[6],
-                          mail_options=tuple(json.loads(r[7])), smtputf8=bool(r[8])),
-        transport=Transport(Listener(r[9]), r[10], r[11], r[12], r[13], r[14]),
-        client=Client(ip=r[16], peer_ip=r[15], name=r[17], source=r[18]),
+                          mail_options=tuple(json.loads(r[7])), rcpt_options=tuple(json.loads(r[8])),
+                          smtputf8=bool(r[9])),
+        transport=Transport(Listener(r[10]), r[11], r[12], r[13], r[14], r[15]),
+        client=Client(ip=r[17], peer_ip=r[16], name=r[18], source=r[19]),
         received_at=datetime.fromisoformat(r[1]),
         id=r[0],
     )

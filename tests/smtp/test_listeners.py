@@ -188,6 +188,7 @@ def test_dot_stuffing_long_lines_and_8bit_are_kept_exactly(lab):
     mid = queued_id(reply)
     store = lab.store()
     assert store.raw(mid) == raw
+    assert store.get(mid).capture.envelope.mail_options == ("BODY=8BITMIME",)
     store.close()
 
 
