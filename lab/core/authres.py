@@ -22,7 +22,7 @@ def render(authserv_id: str, capture: Capture, checks: Iterable[CheckResult]) ->
         elif c.family == "dkim":
             props = ""
             if "d" in c.evidence:
-                props = f" header.d={c.evidence['d']} header.s={_value(c.evidence.get('s', ''))}"
+                props = f" header.d={_value(c.evidence['d'])} header.s={_value(c.evidence.get('s', ''))}"
                 if c.evidence.get("b"):
                     props += f" header.b={_value(c.evidence['b'][:8])}"
             reason = c.evidence.get("reason")
@@ -30,7 +30,7 @@ def render(authserv_id: str, capture: Capture, checks: Iterable[CheckResult]) ->
             parts.append(f"dkim={c.result}{comment}{props}")
         elif c.family == "dmarc":
             policy = c.evidence.get("policy", "").split(" ")[0]
-            props = f" header.from={c.evidence['from-domain']}" if "from-domain" in c.evidence else ""
+            props = f" header.from={_value(c.evidence['from-domain'])}" if "from-domain" in c.evidence else ""
             comment = f" (p={policy})" if policy else ""
             parts.append(f"dmarc={c.result}{comment}{props}")
     if not parts:

@@ -144,7 +144,7 @@ class ZoneView:
 
     def _wildcard(self, name: str) -> str | None:
         """The wildcard owner that synthesises `name` (RFC 4592): `*.` + the closest encloser."""
-        if name in self._names:
+        if name in self._names or name in self._ancestors:  # existing names, empty non-terminals too
             return None
         for ancestor in _ancestors(name):
             if ancestor in self._names or ancestor in self._ancestors:

@@ -143,7 +143,8 @@ def _failure(result, d: str, s: str, error, lookup: dict, record, logged: list[s
                       f"The key at {name} is too short; receivers ignore keys under {MIN_KEY_BITS} bits",
                       "Generate a 2048-bit RSA key (or add an ed25519 signature beside it) and publish it.",
                       reason="key too short", detail=text)
-    if isinstance(error, dkim.KeyFormatError) or any("KeyFormatError" in m or "public key" in m for m in logged):
+    # dkimpy logs at ERROR level only when it cannot load the key (bad v=, no p=, bad base64, unknown k=)
+    if isinstance(error, dkim.KeyFormatError) or (error is None and logged):
         return result(Level.FAIL, AuthResult.PERMERROR, f"The key record at {name} is malformed",
                       'Publish "v=DKIM1; k=rsa|ed25519; p=<base64 key>" as one TXT record (long keys may be '
                       "split into several strings of one record).", reason="key malformed", detail=text)

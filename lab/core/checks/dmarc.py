@@ -93,10 +93,13 @@ def parse_record(raw: str) -> DmarcRecord:
         if value not in ("r", "s"):
             problems.append(f"{name}={value!r} must be r or s")
     try:
-        pct = max(0, min(100, int(tags.get("pct", "100"))))
+        pct = int(tags.get("pct", "100"))
     except ValueError:
         problems.append(f"pct={tags.get('pct')!r} is not a number")
         pct = 100
+    if not 0 <= pct <= 100:
+        problems.append(f"pct={pct} is outside 0-100")
+        pct = max(0, min(100, pct))
     return DmarcRecord(raw, tags, tuple(problems), p, sp, np,
                        adkim if adkim in ("r", "s") else "r", aspf if aspf in ("r", "s") else "r", pct, rua)
 
