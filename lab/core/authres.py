@@ -15,8 +15,10 @@ def render(authserv_id: str, capture: Capture, checks: Iterable[CheckResult]) ->
         if c.result is None:
             continue
         if c.id == "spf.mailfrom":
-            ident = capture.envelope.mail_from or f"postmaster@{c.evidence.get('domain', '')}"
-            parts.append(f"spf={c.result} {_comment(c)}smtp.mailfrom={_value(ident)}")
+            domain = c.evidence.get("domain")
+            ident = capture.envelope.mail_from or (f"postmaster@{domain}" if domain else "")
+            prop = f"smtp.mailfrom={_value(ident)}" if ident else ""
+            parts.append(f"spf={c.result} {_comment(c)}{prop}".rstrip())
         elif c.id == "spf.helo":
             parts.append(f"spf={c.result} smtp.helo={_value(capture.envelope.helo or '')}")
         elif c.family == "dkim":

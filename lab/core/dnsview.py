@@ -128,6 +128,13 @@ class ZoneView:
     def lookup(self, name: str, rtype: str) -> Answer:
         return self._lookup(normalise(name), rtype.upper(), depth=0, asked=normalise(name))
 
+    def cname(self, name: str) -> str | None:
+        """The CNAME target at `name` (exact or by wildcard), if the overlay has one."""
+        name = normalise(name)
+        owner = name if name in self._names else self._wildcard(name)
+        values = self.records.get((owner, "CNAME")) if owner else None
+        return values[0] if values else None
+
     def _lookup(self, name: str, rtype: str, depth: int, asked: str) -> Answer:
         if name in self.timeouts:
             raise DnsTempError(f"{name} {rtype}: lookup timed out ({self.label})")
@@ -168,9 +175,19 @@ class LayeredView:
         return self.fallback is None
 
     def lookup(self, name: str, rtype: str) -> Answer:
-        if self.fallback is None or self.overlay.knows(name, rtype):
+        if self.fallback is None:
             return self.overlay.lookup(name, rtype)
-        return self.fallback.lookup(name, rtype)
+        asked = name
+        for _ in range(8):  # follow overlay CNAMEs; a target the overlay does not know is asked of the fallback
+            if not self.overlay.knows(name, rtype):
+                answer = self.fallback.lookup(name, rtype)
+                return answer if name == asked else Answer(asked, rtype, answer.records, answer.exists, answer.source)
+            target = self.overlay.cname(name) if rtype != "CNAME" else None
+            if target is None:
+                answer = self.overlay.lookup(name, rtype)
+                return answer if name == asked else Answer(asked, rtype, answer.records, answer.exists, answer.source)
+            name = target
+        return Answer(asked, rtype, (), True, self.overlay.label)
 
 
 def _ancestors(name: str) -> list[str]:

@@ -175,6 +175,15 @@ def test_a_signature_that_does_not_cover_from_is_permerror(view):
     assert (r.result, r.level, r.evidence["h"]) == ("permerror", Level.FAIL, "to:subject:date")
     assert r.summary == "The signature does not cover the From header"
     assert "Include From in h=" in r.fix
+    assert r.evidence["reason"] == "From not signed"
+
+
+def test_an_ed25519_key_under_an_rsa_signature_is_a_key_type_mismatch(view):
+    ed_key = view.lookup("ed._domainkey.example.com", "TXT").records
+    dns = LayeredView(ZoneView({("rsa2048._domainkey.example.com", "TXT"): ed_key}), view)
+    r = only(run(sign(message()), dns))
+    assert (r.result, r.evidence["reason"]) == ("permerror", "key type mismatch")
+    assert "ed25519" in r.summary and "rsa-sha256" in r.summary
 
 
 def _dnsfunc(view):

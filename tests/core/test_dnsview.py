@@ -248,3 +248,30 @@ def test_load_zones_keeps_split_keys_as_one_record_and_typed_values():
     assert sorted(txt_records(view, "_dmarc.twodmarc.test")) == ["v=DMARC1; p=none", "v=DMARC1; p=reject"]
     assert view.lookup("none.test", "TXT").exists is True  # none.test has an A record only
     assert view.lookup("missing.test", "TXT").exists is False
+
+
+def test_layered_overlay_cname_to_a_name_it_does_not_know_asks_the_fallback():
+    from lab.core.dnsview import Answer, LayeredView, ZoneView
+
+    class Fallback:
+        def __init__(self):
+            self.asked = []
+
+        def lookup(self, name, rtype):
+            self.asked.append((name, rtype))
+            return Answer(name, rtype, ("198.51.100.1",), True, "system")
+
+    overlay = ZoneView.from_text("alias.example.com. CNAME real.example.net.\n")
+    fallback = Fallback()
+    answer = LayeredView(overlay, fallback).lookup("alias.example.com", "A")
+    assert answer.records == ("198.51.100.1",) and answer.name == "alias.example.com"
+    assert fallback.asked == [("real.example.net", "A")]
+
+
+def test_dmarc_version_tag_is_case_sensitive():
+    from lab.core.checks.dmarc import discover
+    from lab.core.dnsview import ZoneView
+
+    view = ZoneView.from_text('_dmarc.lower.test. TXT "v=dmarc1; p=reject"\n_dmarc.ok.test. TXT "v=DMARC1; p=reject"\n')
+    assert discover(view, "lower.test").record is None
+    assert discover(view, "ok.test").record.p == "reject"

@@ -95,7 +95,7 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
                       "Produce the signature with a DKIM library; the header must be tag=value; pairs.")
     if "from" not in h:
         return result(Level.FAIL, AuthResult.PERMERROR, "The signature does not cover the From header",
-                      "Include From in h= (RFC 6376 §5.4 requires it).")
+                      "Include From in h= (RFC 6376 §5.4 requires it).", reason="From not signed")
     try:
         ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
         error = None
@@ -110,6 +110,11 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
         if key.get("key_type") == "rsa" and key.get("key_bits") and int(key["key_bits"]) < 2048:
             note = f" ({key['key_bits']}-bit key: 2048 is recommended)"
         return result(Level.PASS, AuthResult.PASS, f"Valid signature by {d} (selector {s}){note}", **more)
+    algorithm, key_type = evidence["a"].partition("-")[0], key.get("key_type")
+    if error is None and key_type and algorithm in ("rsa", "ed25519") and algorithm != key_type:
+        return result(Level.FAIL, AuthResult.PERMERROR, f"The key at {evidence['key_name']} is {key_type}, but "
+                      f"the signature uses {evidence['a']}", f"Publish the {algorithm} key under this selector, "
+                      "or sign with the algorithm of the published key.", reason="key type mismatch")
     return _failure(result, d, s, error, lookup, record, collector.messages)
 
 

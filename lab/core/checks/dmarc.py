@@ -6,6 +6,7 @@ from the SPF and DKIM results already computed for the message, as a receiver do
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -16,6 +17,7 @@ from lab.core.dnsview import DnsTempError, DnsView, txt_records
 from lab.core.results import AuthResult, CheckResult, Level, check
 
 POLICIES = ("none", "quarantine", "reject")
+_DMARC_V = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.6.3: other records are discarded
 
 
 @cache
@@ -121,7 +123,7 @@ def discover(view: DnsView, from_domain: str) -> Discovery:
     for i, domain in enumerate(candidates):
         name = f"_dmarc.{domain}"
         try:
-            records = [t for t in txt_records(view, name) if t.replace(" ", "").upper().startswith("V=DMARC1")]
+            records = [t for t in txt_records(view, name) if _DMARC_V.match(t)]
         except DnsTempError as exc:
             return Discovery(None, name, i > 0, f"temperror: {exc}")
         if len(records) > 1:

@@ -7,6 +7,7 @@ view held in a ContextVar, so concurrent checks in several threads each see thei
 from __future__ import annotations
 
 import ipaddress
+import re
 from contextvars import ContextVar
 
 import spf as pyspf
@@ -15,6 +16,7 @@ from lab.core.context import Context
 from lab.core.dnsview import DnsTempError, DnsView, txt_records
 from lab.core.results import AuthResult, CheckResult, Level, check
 
+_SPF_V = re.compile(r"v=spf1( |$)", re.IGNORECASE)  # RFC 7208 §4.5, as pyspf selects records
 _current_view: ContextVar[DnsView | None] = ContextVar("maillab_spf_view", default=None)
 
 
@@ -69,7 +71,7 @@ def evaluate(view: DnsView, ip: str, sender: str, helo: str) -> tuple[str, str, 
 
 def spf_record(view: DnsView, domain: str) -> str | None:
     try:
-        records = [t for t in txt_records(view, domain) if t.lower().startswith("v=spf1")]
+        records = [t for t in txt_records(view, domain) if _SPF_V.match(t)]
     except DnsTempError:
         return None
     return " | ".join(records) if records else None
