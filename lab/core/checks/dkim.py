@@ -111,7 +111,7 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
             note = f" ({key['key_bits']}-bit key: 2048 is recommended)"
         return result(Level.PASS, AuthResult.PASS, f"Valid signature by {d} (selector {s}){note}", **more)
     algorithm, key_type = evidence["a"].partition("-")[0], key.get("key_type")
-    if error is None and key_type and algorithm in ("rsa", "ed25519") and algorithm != key_type:
+    if key_type and algorithm in ("rsa", "ed25519") and algorithm != key_type:
         return result(Level.FAIL, AuthResult.PERMERROR, f"The key at {evidence['key_name']} is {key_type}, but "
                       f"the signature uses {evidence['a']}", f"Publish the {algorithm} key under this selector, "
                       "or sign with the algorithm of the published key.", reason="key type mismatch")
