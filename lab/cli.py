@@ -152,7 +152,7 @@ def cmd_serve(config: Config, as_json: bool, banner: bool = False) -> int:
         try:
             await engine.start()
         except OSError as exc:
-            raise UsageError(f"cannot listen: {exc.strerror or exc}") from exc
+            raise UsageError(str(exc)) from exc
         out = sys.stderr
         if banner:
             print("maillab: the TUI is not here yet; serving headless (Ctrl-C to stop)", file=out)

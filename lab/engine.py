@@ -53,7 +53,8 @@ class Engine:
     def subscribe(self, fn: Subscriber) -> None:
         self.subscribers.append(fn)
 
-    async def start(self) -> None:
+    async def start(self, partial: bool = False) -> list[str]:
+        """Start everything. A listener that cannot bind is fatal unless `partial`; returns its errors."""
         cfg = self.config
         Store(cfg.db_path).close()  # create the schema before anything races for it
         cert, key = ensure_certificate(cfg.tls_dir, cfg.hostname)
@@ -64,11 +65,17 @@ class Engine:
         self._worker = threading.Thread(target=self._analyse_forever, name="maillab-analysis", daemon=True)
         self._worker.start()
         try:
-            await start_listeners(self.specs, handler, server_context(cert, key), hostname=cfg.hostname,
-                                  credentials=credentials, max_size=cfg.max_size, idle_timeout=cfg.idle_timeout)
+            failed = await start_listeners(self.specs, handler, server_context(cert, key), hostname=cfg.hostname,
+                                           credentials=credentials, max_size=cfg.max_size,
+                                           idle_timeout=cfg.idle_timeout)
         except BaseException:
             await self.stop()
             raise
+        errors = [spec.error for spec in failed if spec.error]
+        if errors and not partial:
+            await self.stop()
+            raise OSError("; ".join(errors))
+        return errors
 
     async def stop(self) -> None:
         await stop_listeners(self.specs)

@@ -27,6 +27,7 @@ class ListenerSpec:
     host: str
     port: int  # 0 picks a free port; replaced by the bound port on start
     server: asyncio.AbstractServer | None = field(default=None, repr=False)
+    error: str | None = None  # why it could not listen, when it could not
 
     @property
     def listener(self) -> Listener:
@@ -114,23 +115,27 @@ async def start_listeners(
     credentials: Credentials,
     max_size: int,
     idle_timeout: float = 300,
-) -> None:
-    """Bind every listener; on any failure, close those already bound and raise."""
+) -> list[ListenerSpec]:
+    """Bind every listener that can be bound; returns those that could not, each with `error` set."""
     loop = asyncio.get_running_loop()
-    try:
-        for spec in specs:
-            def factory(spec=spec) -> LabSMTP:
-                return LabSMTP(
-                    handler, spec.role, credentials, spec.port, hostname=hostname, ident="maillab ESMTP",
-                    tls_context=tls if spec.role.starttls else None, enable_SMTPUTF8=True,
-                    data_size_limit=max_size, timeout=idle_timeout, loop=loop,
-                )
+    failed = []
+    for spec in specs:
+        def factory(spec=spec) -> LabSMTP:
+            return LabSMTP(
+                handler, spec.role, credentials, spec.port, hostname=hostname, ident="maillab ESMTP",
+                tls_context=tls if spec.role.starttls else None, enable_SMTPUTF8=True,
+                data_size_limit=max_size, timeout=idle_timeout, loop=loop,
+            )
+        try:
             spec.server = await loop.create_server(factory, spec.host, spec.port,
                                                    ssl=tls if spec.role.implicit_tls else None)
-            spec.port = spec.server.sockets[0].getsockname()[1]
-    except BaseException:
-        await stop_listeners(specs)
-        raise
+        except OSError as exc:
+            spec.error = f"cannot listen on {spec.host}:{spec.port} for {spec.listener.value}: {exc.strerror or exc}"
+            failed.append(spec)
+            continue
+        spec.error = None
+        spec.port = spec.server.sockets[0].getsockname()[1]
+    return failed
 
 
 async def stop_listeners(specs: list[ListenerSpec]) -> None:

@@ -145,3 +145,17 @@ def test_serve_list_show_round_trip(tmp_path):
     assert "dkim.example.com.rsa2048" in text and "Authentication-Results:" in text
     missing = maillab("show", "999", *common)
     assert missing.returncode == 1 and b"no message 999" in missing.stderr
+
+
+def test_serve_on_a_busy_port_exits_2_naming_the_port(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        out = maillab("serve", "--data-dir", str(tmp_path), "--offline", "--relay-port", str(port),
+                      "--submission-port", "0", "--smtps-port", "0")
+    finally:
+        busy.close()
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} for relay" in out.stderr.decode()

@@ -286,3 +286,34 @@ def test_restart_keeps_messages_and_analyses_the_backlog(make_lab, tmp_path):
     store = second.store()
     assert store.ids() == [kept, orphan]
     store.close()
+
+
+def test_a_busy_port_is_fatal_unless_partial_start_is_asked_for(tmp_path):
+    import asyncio
+    import socket
+
+    from lab.config import Config
+    from lab.engine import Engine
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    config = Config(data_dir=tmp_path, offline=True, relay_port=port, submission_port=0, smtps_port=0)
+
+    async def run():
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for relay"):
+            await Engine(config).start()
+        engine = Engine(config)
+        errors = await engine.start(partial=True)
+        try:
+            assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
+            bound = {s.listener.value: s.server is not None for s in engine.specs}
+            assert bound == {"relay": False, "submission": True, "smtps": True}
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        busy.close()
