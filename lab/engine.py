@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from lab import samples
 from lab.config import Config
 from lab.core.analyse import analyse
 from lab.core.dnsview import DnsView
@@ -33,7 +34,7 @@ Subscriber = Callable[[Capture, Verdict], None]
 class Engine:
     def __init__(self, config: Config, view: DnsView | None = None):
         self.config = config
-        self.view = view if view is not None else build_view(config.zones, config.offline, config.nameserver)
+        self.view = view if view is not None else self.build_view()
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
                                                        config.smtps_port)
         self.subscribers: list[Subscriber] = []
@@ -41,6 +42,33 @@ class Engine:
         self._stopping = threading.Event()
         self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self._wake.set())
         self._worker: threading.Thread | None = None
+
+    def build_view(self) -> DnsView:
+        """Overlay files (read now), the built-in sample zone, then system DNS unless offline."""
+        cfg = self.config
+        return build_view(cfg.zones, cfg.offline, cfg.nameserver, extra=[samples.zone(cfg.data_dir)])
+
+    def reload_dns(self) -> None:
+        """Re-read the overlay files, so a fixed record takes effect on the next analysis."""
+        self.view = self.build_view()
+
+    def reanalyse(self, ids: list[int]) -> int:
+        """Judge stored messages again against the current DNS; called from a worker thread."""
+        store = Store(self.config.db_path)
+        done = 0
+        try:
+            for mid in ids:
+                stored = store.get(mid)
+                if stored is not None:
+                    self.analyse_stored(store, stored.capture)
+                    done += 1
+        finally:
+            store.close()
+        return done
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {s.listener.value: s.port for s in self.specs if s.server is not None}
 
     @property
     def db_path(self) -> Path:

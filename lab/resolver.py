@@ -78,8 +78,9 @@ def load_zones(paths: Iterable[str | Path]) -> ZoneView:
     return ZoneView.merge(views)
 
 
-def build_view(zones: Iterable[str | Path], offline: bool, nameserver: str | None = None) -> LayeredView:
-    overlay = load_zones(zones)
+def build_view(zones: Iterable[str | Path], offline: bool, nameserver: str | None = None,
+               extra: Iterable[ZoneView] = ()) -> LayeredView:
+    overlay = ZoneView.merge([load_zones(zones), *extra])
     return LayeredView(overlay, None if offline else SystemView(nameserver))
 
 

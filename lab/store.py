@@ -79,6 +79,51 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
+class Filter:
+    """What a message list shows. Parsed from text like `verdict:fail listener:relay failed:dkim invoice`."""
+
+    text: str = ""
+    level: str | None = None
+    listener: str | None = None
+    family: str | None = None
+
+    @classmethod
+    def parse(cls, query: str) -> Filter:
+        words, fields = [], {}
+        for token in query.split():
+            key, sep, value = token.partition(":")
+            key = {"v": "level", "verdict": "level", "level": "level", "l": "listener", "listener": "listener",
+                   "f": "family", "failed": "family", "family": "family"}.get(key.lower()) if sep else None
+            if key and value:
+                fields[key] = value.lower()
+            else:
+                words.append(token)
+        return cls(" ".join(words), **fields)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.text or self.level or self.listener or self.family)
+
+    def sql(self) -> tuple[str, list]:
+        where, args = [], []
+        if self.text:
+            like = f"%{self.text}%"
+            where.append("(v.subject LIKE ? OR v.from_header LIKE ? OR v.to_header LIKE ? OR m.mail_from LIKE ? "
+                         "OR m.rcpt_to LIKE ?)")
+            args += [like] * 5
+        if self.level:
+            where.append("v.level = ?")
+            args.append(self.level)
+        if self.listener:
+            where.append("m.listener = ?")
+            args.append(self.listener)
+        if self.family:
+            where.append("(' ' || v.failed || ' ') LIKE ?")
+            args.append(f"% {self.family} %")
+        return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     capture: Capture
     verdict: Verdict | None
@@ -138,8 +183,12 @@ class Store:
 
     # reads ---------------------------------------------------------------------------------------
 
-    def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    def count(self, where: Filter | None = None) -> int:
+        if where is None or where.empty:
+            return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        clause, args = where.sql()
+        sql = f"SELECT count(*) FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id{clause}"
+        return self.db.execute(sql, args).fetchone()[0]
 
     def get(self, message_id: int) -> Stored | None:
         row = self.db.execute(
@@ -156,15 +205,12 @@ class Store:
         row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (message_id,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def summaries(self, limit: int | None = None, offset: int = 0, before_id: int | None = None) -> list[Summary]:
-        """Newest first; `before_id` pages without OFFSET scans."""
+    def summaries(self, limit: int | None = None, offset: int = 0, where: Filter | None = None) -> list[Summary]:
+        """Newest first, one page at a time: a list never loads the whole store."""
+        clause, args = where.sql() if where else ("", [])
         sql = ("SELECT m.id, m.received_at, m.listener, m.mail_from, m.rcpt_to, m.size, v.level, "
                "v.from_header, v.to_header, v.subject, v.failed FROM messages m "
-               "LEFT JOIN verdicts v ON v.message_id = m.id")
-        args: list = []
-        if before_id is not None:
-            sql += " WHERE m.id < ?"
-            args.append(before_id)
+               "LEFT JOIN verdicts v ON v.message_id = m.id" + clause)
         sql += " ORDER BY m.id DESC"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -180,6 +226,17 @@ class Store:
             f"SELECT m.id, {_COLUMNS} FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id "
             "WHERE v.message_id IS NULL ORDER BY m.id LIMIT ?", (limit,)).fetchall()
         return [_capture(r) for r in rows]
+
+    def position(self, message_id: int, where: Filter | None = None) -> int | None:
+        """Index of a message in the newest-first list, or None when the filter hides it."""
+        clause, args = where.sql() if where else ("", [])
+        extra = " AND " if clause else " WHERE "
+        sql = (f"SELECT count(*) FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id{clause}{extra}m.id > ?")
+        before = self.db.execute(sql, [*args, message_id]).fetchone()[0]
+        clause2 = clause + (" AND " if clause else " WHERE ") + "m.id = ?"
+        shown = self.db.execute(f"SELECT count(*) FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id{clause2}",
+                                [*args, message_id]).fetchone()[0]
+        return before if shown else None
 
     def ids(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]

@@ -87,7 +87,11 @@ def disposition(checks: tuple[CheckResult, ...]) -> str:
         worst = Verdict.overall(checks)
         if worst is Level.PASS:
             return "Inbox: authenticated and aligned"
-        return "Inbox likely: DMARC passes, but fix the warnings before real traffic"
+        failing = sum(c.level is Level.FAIL for c in checks)
+        if failing:
+            return (f"Inbox likely: DMARC passes, but {failing} check{'s' if failing > 1 else ''} fail; "
+                    "fix before real traffic")
+        return "Inbox likely: DMARC passes; fix the warnings before real traffic"
     if any(c.level is Level.FAIL for c in checks):
         return "Spam folder likely: the message fails checks receivers weigh heavily"
     if spf is not None and spf.result == "pass" or dkim_pass:

@@ -1,0 +1,136 @@
+"""Provides the built-in sample set: six messages that show every verdict pane at work, and their DNS.
+
+The samples use `maillab.test` (RFC 6761 reserves .test, so nothing real is shadowed). Their DKIM key is
+made on first use in the data directory and published by a zone the engine always layers in.
+"""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lab.core.dnsview import ZoneView
+
+DOMAIN = "shop.maillab.test"
+SOFT = "soft.maillab.test"
+SELECTOR = "lab"
+GOOD_IP = "192.0.2.10"
+SPOOF_IP = "203.0.113.66"
+SOFT_IP = "198.51.100.20"
+
+
+def key_path(data_dir: Path) -> Path:
+    return data_dir / "samples" / f"{SELECTOR}._domainkey.{DOMAIN}.pem"
+
+
+def ensure_key(data_dir: Path) -> bytes:
+    path = key_path(data_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def zone(data_dir: Path) -> ZoneView:
+    """The DNS the samples need: SPF, DMARC and the DKIM public key."""
+    key = serialization.load_pem_private_key(ensure_key(data_dir), password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    p = base64.b64encode(der).decode()
+    chunks = " ".join(f'"{p[i:i + 200]}"' for i in range(0, len(p), 200))
+    return ZoneView.from_text(f"""
+$ORIGIN maillab.test.
+shop                TXT "v=spf1 ip4:{GOOD_IP} -all"
+mail.shop           A   {GOOD_IP}
+mail.shop           TXT "v=spf1 a -all"
+_dmarc.shop         TXT "v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}"
+{SELECTOR}._domainkey.shop TXT ( "v=DKIM1; k=rsa; p=" {chunks} )
+soft                TXT "v=spf1 ip4:{GOOD_IP} ~all"
+_dmarc.soft         TXT "v=DMARC1; p=none"
+""", label="samples")
+
+
+@dataclass(frozen=True)
+class Sample:
+    title: str
+    listener: str
+    mail_from: str
+    from_header: str
+    subject: str
+    client_ip: str
+    sign: bool = True
+    alter_body: bool = False
+
+
+SAMPLES = (
+    Sample("passes everything", "submission", f"orders@{DOMAIN}", f"Shop <orders@{DOMAIN}>",
+           "Your order #1001 has shipped", GOOD_IP),
+    Sample("port 25 without AUTH", "relay", f"orders@{DOMAIN}", f"Shop <orders@{DOMAIN}>",
+           "Sent to port 25 without AUTH", GOOD_IP),
+    Sample("broken DKIM body", "submission", f"orders@{DOMAIN}", f"Shop <orders@{DOMAIN}>",
+           "A footer was added after signing", GOOD_IP, alter_body=True),
+    Sample("spoofs a DMARC p=reject domain", "relay", f"ceo@{DOMAIN}", f"CEO <ceo@{DOMAIN}>",
+           "Urgent wire transfer", SPOOF_IP, sign=False),
+    Sample("from a role address", "submission", f"postmaster@{DOMAIN}", f"Postmaster <postmaster@{DOMAIN}>",
+           "Weekly newsletter", GOOD_IP),
+    Sample("SPF softfail", "submission", f"hello@{SOFT}", f"Soft News <hello@{SOFT}>",
+           "Sent from an IP the SPF record does not list", SOFT_IP, sign=False),
+)
+
+
+def build(sample: Sample, data_dir: Path) -> bytes:
+    body = (f"Hello,\r\n\r\nThis is the maillab sample \"{sample.title}\".\r\n"
+            "See the Verdict tab for what a receiver would do with it.\r\n")
+    domain = sample.mail_from.rpartition("@")[2]
+    raw = (f"From: {sample.from_header}\r\nTo: Customer <customer@example.net>\r\nSubject: {sample.subject}\r\n"
+           f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: {make_msgid(domain=domain)}\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
+    if sample.sign:
+        raw = dkim.sign(raw, SELECTOR.encode(), DOMAIN.encode(), ensure_key(data_dir),
+                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + raw
+    if sample.alter_body:
+        raw += b"--\r\nThis footer was added by a relay after signing.\r\n"
+    return raw
+
+
+def send_all(ports: dict[str, int], data_dir: Path, host: str = "127.0.0.1",
+             progress: Callable[[str], None] | None = None) -> list[str]:
+    """Send every sample to the lab's own listeners; returns one line per sample."""
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    results = []
+    for sample in SAMPLES:
+        try:
+            port = ports[sample.listener]
+            with smtplib.SMTP(host, port, local_hostname=f"mail.{DOMAIN}", timeout=10) as smtp:
+                smtp.ehlo()
+                if sample.listener == "submission":  # 530 for anything but EHLO and STARTTLS before TLS
+                    smtp.starttls(context=tls)
+                    smtp.ehlo()
+                code, reply = smtp.docmd("XCLIENT", f"ADDR={sample.client_ip} HELO=mail.{DOMAIN}")
+                if code != 220:
+                    raise smtplib.SMTPResponseException(code, reply)
+                smtp.ehlo(f"mail.{DOMAIN}")
+                if sample.listener == "submission":
+                    smtp.login("sample-app", "sample-password")
+                smtp.sendmail(sample.mail_from, ["customer@example.net"], build(sample, data_dir))
+            line = f"sent: {sample.title}"
+        except (OSError, smtplib.SMTPException, KeyError) as exc:
+            line = f"failed: {sample.title}: {exc}"
+        results.append(line)
+        if progress:
+            progress(line)
+    return results

@@ -1,0 +1,31 @@
+"""The built-in sample set, sent to a real lab, gives the verdict each sample is meant to show."""
+
+from __future__ import annotations
+
+from lab import samples
+
+
+def test_every_sample_shows_what_it_is_for(lab):
+    lines = samples.send_all(lab.engine.ports, lab.config.data_dir)
+    assert all(line.startswith("sent:") for line in lines), lines
+    store = lab.store()
+    ids = store.ids()
+    store.close()
+    assert len(ids) == len(samples.SAMPLES)
+    got = {}
+    for sample, mid in zip(samples.SAMPLES, ids, strict=True):
+        v = lab.wait(mid).verdict
+        got[sample.title] = (v.level.value, {c.id: (c.result or c.level.value) for c in v.checks}, v.disposition)
+    level, checks, disposition = got["passes everything"]
+    assert level == "pass" and checks["dmarc"] == "pass" and checks["dkim.shop.maillab.test.lab"] == "pass"
+    assert disposition.startswith("Inbox")
+    level, checks, _ = got["port 25 without AUTH"]
+    assert checks["transport.port"] == "warn" and checks["dmarc"] == "pass"
+    level, checks, _ = got["broken DKIM body"]
+    assert checks["dkim.shop.maillab.test.lab"] == "fail" and checks["dmarc"] == "pass"  # SPF still aligns
+    level, checks, disposition = got["spoofs a DMARC p=reject domain"]
+    assert level == "fail" and checks["spf.mailfrom"] == "fail" and disposition.startswith("Reject")
+    level, checks, _ = got["from a role address"]
+    assert checks["sender.role-address"] == "warn"
+    level, checks, _ = got["SPF softfail"]
+    assert checks["spf.mailfrom"] == "softfail" and checks["dmarc"] == "fail"
