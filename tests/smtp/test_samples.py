@@ -15,7 +15,10 @@ def test_every_sample_shows_what_it_is_for(lab):
     got = {}
     for sample, mid in zip(samples.SAMPLES, ids, strict=True):
         v = lab.wait(mid).verdict
-        got[sample.title] = (v.level.value, {c.id: (c.result or c.level.value) for c in v.checks}, v.disposition)
+        first = {}
+        for c in v.checks:  # some ids report more than once (From and MAIL FROM); the first is the headline
+            first.setdefault(c.id, c.result or c.level.value)
+        got[sample.title] = (v.level.value, first, v.disposition)
     level, checks, disposition = got["passes everything"]
     assert level == "pass" and checks["dmarc"] == "pass" and checks["dkim.shop.maillab.test.lab"] == "pass"
     assert disposition.startswith("Inbox")
