@@ -142,3 +142,36 @@ class Engine:
                         failed.add(capture.id)
         finally:
             store.close()
+
+
+class EngineThread:
+    """The engine on its own event loop in a daemon thread.
+
+    A UI that is busy painting must never stall an SMTP client, so the TUI (and tests with blocking
+    clients) run the listeners here rather than on their own loop.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="maillab-smtp", daemon=True)
+
+    def start(self, partial: bool = True, timeout: float = 30) -> list[str]:
+        self._thread.start()
+        try:
+            return asyncio.run_coroutine_threadsafe(self.engine.start(partial), self.loop).result(timeout)
+        except BaseException:
+            self._halt()
+            raise
+
+    def stop(self, timeout: float = 30) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.engine.stop(), self.loop).result(timeout)
+        finally:
+            self._halt()
+
+    def _halt(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 
 from lab.config import Config
 from lab.core.model import Listener
-from lab.engine import Engine
+from lab.engine import Engine, EngineThread
 from lab.store import Store, Stored
 from support import ZONES
 
@@ -19,24 +17,15 @@ class RunningLab:
         self.config = Config(data_dir=data_dir, zones=[str(z) for z in ZONES], offline=True,
                              relay_port=0, submission_port=0, smtps_port=0)
         self.config.update(settings, "test")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
         self.engine = Engine(self.config)
-        self._call(self.engine.start())
-
-    def _call(self, coro, timeout: float = 15):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        self.runner = EngineThread(self.engine)
+        self.runner.start(partial=False)
 
     def port(self, listener: Listener | str) -> int:
         return next(s.port for s in self.engine.specs if s.listener == Listener(listener))
 
     def stop(self) -> None:
-        if not self.thread.is_alive():
-            return
-        self._call(self.engine.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.runner.stop()
 
     def store(self) -> Store:
         return Store(self.config.db_path)
