@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from lab.core.message import ParsedMessage, parse_mailboxes
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level
 from lab.render import message_json, one_line, verdict_text
-from lab.resolver import build_view
+from lab.resolver import build_view, parse_nameserver
 from lab.store import Store
 
 
@@ -67,7 +68,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--listener", choices=[x.value for x in Listener], default="cli",
                    help="judge as if received on this listener")
     c.add_argument("--tls", action="store_true", help="assume the session was TLS-protected")
+    c.add_argument("--tls-version", metavar="V", default="TLSv1.3", help="with --tls: the protocol (TLSv1.3)")
     c.add_argument("--auth-user", metavar="USER", help="assume the client authenticated as USER")
+    c.add_argument("--auth-mechanism", metavar="MECH", default="PLAIN", help="with --auth-user: PLAIN, LOGIN, ...")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
 
     ls = sub.add_parser("list", help="list captured messages, newest first")
@@ -86,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> Config:
     try:
+        explicit = args.config or (Path(os.environ["MAILLAB_CONFIG"]) if os.environ.get("MAILLAB_CONFIG") else None)
+        if explicit is not None and not explicit.exists():
+            raise UsageError(f"config file {explicit} does not exist")
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
@@ -100,6 +106,18 @@ def config_from(args: argparse.Namespace) -> Config:
             ipaddress.ip_address(config.client_ip)
         except ValueError as exc:
             raise UsageError(f"--client-ip {config.client_ip!r} is not an IP address") from exc
+    if config.nameserver:
+        try:
+            host, port = parse_nameserver(config.nameserver)
+            ipaddress.ip_address(host)
+            if not 0 < port < 65536:
+                raise ValueError(port)
+        except ValueError as exc:
+            raise UsageError(f"--nameserver {config.nameserver!r} is not IP[:PORT] or [IPv6]:PORT") from exc
+    for flag in ("relay_port", "submission_port", "smtps_port"):
+        port = getattr(config, flag)
+        if not isinstance(port, int) or not 0 <= port < 65536:
+            raise UsageError(f"--{flag.replace('_', '-')} {port} is not a port number (0-65535)")
     return config
 
 
@@ -186,12 +204,12 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     capture = Capture(
         raw=raw,
         envelope=Envelope(mail_from=mail_from, rcpt_to=tuple(args.rcpt or ()), helo=args.helo),
-        transport=Transport(Listener(args.listener), None, "TLSv1.3" if args.tls else None, None,
-                            "PLAIN" if args.auth_user else None, args.auth_user),
+        transport=Transport(Listener(args.listener), None, args.tls_version if args.tls else None, None,
+                            args.auth_mechanism.upper() if args.auth_user else None, args.auth_user),
         client=Client(ip=client_ip, peer_ip=None, source="cli" if config.client_ip else "peer"),
         received_at=datetime.now(UTC),
     )
-    verdict = analyse(capture, _view(config))
+    verdict = analyse(capture, _view(config), authserv_id=config.hostname)
     if args.json:
         print(json.dumps(message_json(capture, verdict), indent=2))
     else:
@@ -235,7 +253,7 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
             failed = f" [{','.join(r.failed)}]" if r.failed else ""
             print(visible(f"{r.id:>6}  {badge:7} {r.received_at[:19]}  {r.listener:10} {r.mail_from or '<>'} -> "
                           f"{','.join(r.rcpt_to[:2])}  {r.subject[:50]!r}{failed}"))
-        if not rows:
+        if not rows and store.count() == 0:
             print("no messages captured yet", file=sys.stderr)
         return 0
     finally:

@@ -6,7 +6,7 @@ two seconds and gives `temperror`, never a hang. `--offline` skips it entirely.
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import dns.resolver
 from lab.core.dnsview import Answer, DnsTempError, LayeredView, ZoneView, rdata_value
 
 DEFAULT_LIFETIME = 2.0
+DEAD_FOR = 5.0  # after a timeout, fail fast for this long so one message costs one timeout
 
 
 class SystemView:
@@ -36,15 +37,20 @@ class SystemView:
         resolver.cache = dns.resolver.LRUCache(4096)
         self.resolver = resolver
         self.label = f"system ({nameserver})" if nameserver else "system"
-        self._lock = threading.Lock()
+        self._dead_until = 0.0
 
     def lookup(self, name: str, rtype: str) -> Answer:
+        if time.monotonic() < self._dead_until:  # one timeout per message, not one per lookup
+            raise DnsTempError(f"{name} {rtype}: the resolver timed out moments ago; not asked again yet")
         try:
             qname = dns.name.from_text(name)
             answer = self.resolver.resolve(qname, rtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:
             return Answer(name, rtype, (), exists=False, source="system")
-        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
+        except (dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
+            self._dead_until = time.monotonic() + DEAD_FOR
+            raise DnsTempError(f"{name} {rtype}: {exc}") from exc
+        except dns.resolver.NoNameservers as exc:
             raise DnsTempError(f"{name} {rtype}: {exc}") from exc
         except (dns.resolver.NoAnswer, dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong,
                 dns.resolver.YXDOMAIN, dns.exception.SyntaxError):

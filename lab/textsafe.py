@@ -12,10 +12,10 @@ import unicodedata
 _BIDI_AND_INVISIBLE = {
     "\u061c", "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
     "\u202e", "\u2060", "\u2061", "\u2062", "\u2063", "\u2064", "\u2066", "\u2067", "\u2068", "\u2069",
-    "\ufeff", "\u00ad", "\u180e",
+    "\ufeff", "\u00ad", "\u180e", "\u2028", "\u2029",
 }
 _UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f" + "".join(sorted(_BIDI_AND_INVISIBLE)) + "\ud800-\udfff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f" + "".join(sorted(_BIDI_AND_INVISIBLE)) + "\ud800-\udfff\U000e0000-\U000e007f]"
 )
 
 
@@ -42,3 +42,10 @@ def _escape(match: re.Match) -> str:
 
 def has_unsafe(text: str) -> bool:
     return bool(_UNSAFE.search(text)) or any(unicodedata.category(c) == "Cf" for c in text)
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """One line of mail-supplied text for a summary or evidence: escaped and capped at `limit` characters."""
+    if len(text) <= limit and text.isprintable():  # the common case: nothing to escape
+        return text
+    return visible(text[:limit]) + ("…" if len(text) > limit else "")

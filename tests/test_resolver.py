@@ -70,6 +70,16 @@ def test_full_analysis_through_a_real_server(server):
     temp = analyse(capture(message(from_="a@x.blackhole"), mail_from="a@x.blackhole", helo=None),
                    LayeredView(ZoneView(), SystemView(server.address, lifetime=0.5)))
     assert {c.id: c.result for c in temp.checks}["spf.mailfrom"] == "temperror"
+    assert temp.disposition.startswith("Deferred")
+
+
+def test_a_dead_resolver_costs_one_timeout_per_message_not_one_per_lookup(server):
+    view = LayeredView(ZoneView(), SystemView(server.address, lifetime=1.0))
+    start = time.monotonic()
+    verdict = analyse(capture(message(from_="a@x.blackhole"), mail_from="a@x.blackhole", helo="h.blackhole"), view)
+    assert time.monotonic() - start < 2.5  # SPF, HELO SPF and DMARC would be three timeouts
+    results = {c.id: c.result for c in verdict.checks}
+    assert results["spf.mailfrom"] == results["spf.helo"] == results["dmarc"] == "temperror"
 
 
 def test_offline_view_has_no_fallback():

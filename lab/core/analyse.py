@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 
 from lab.core.authres import render
 from lab.core.checks.dkim import check_dkim
@@ -42,7 +43,8 @@ def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab") -> Ver
     for family, fn in CHECKS:
         results.extend(_guarded(family, fn, ctx))
     results.extend(_guarded("dmarc", lambda c: check_dmarc(c, results), ctx))
-    ordered = tuple(sorted(results, key=lambda r: FAMILIES.index(r.family) if r.family in FAMILIES else 99))
+    results = _dmarc_override(results)
+    ordered = _unique_ids(sorted(results, key=lambda r: FAMILIES.index(r.family) if r.family in FAMILIES else 99))
     return Verdict(
         level=Verdict.overall(ordered),
         checks=ordered,
@@ -50,6 +52,27 @@ def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab") -> Ver
         disposition=disposition(ordered),
         headers=_summary(ctx),
     )
+
+
+def _dmarc_override(results: list[CheckResult]) -> list[CheckResult]:
+    """An SPF fail under a DMARC pass is delivered by receivers that follow DMARC (RFC 7489 §10.1): a warning."""
+    if not any(r.id == "dmarc" and r.result == "pass" for r in results):
+        return results
+    return [
+        replace(r, level=Level.WARN, summary=r.summary + " (DMARC still passes through aligned DKIM)")
+        if r.id == "spf.mailfrom" and r.level is Level.FAIL else r
+        for r in results
+    ]
+
+
+def _unique_ids(results: list[CheckResult]) -> tuple[CheckResult, ...]:
+    """Scripts key checks by id, so a repeated id gets `#2`, `#3` (checks should not repeat one)."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in results:
+        n = seen[r.id] = seen.get(r.id, 0) + 1
+        out.append(r if n == 1 else replace(r, id=f"{r.id}#{n}"))
+    return tuple(out)
 
 
 def _guarded(family: str, fn: Callable[[Context], list[CheckResult]], ctx: Context) -> list[CheckResult]:
@@ -75,12 +98,14 @@ def disposition(checks: tuple[CheckResult, ...]) -> str:
     dmarc = by_id.get("dmarc")
     spf = by_id.get("spf.mailfrom")
     dkim_pass = any(c.family == "dkim" and c.result == "pass" for c in checks)
+    if any(c.result == "temperror" for c in checks if c.family in ("spf", "dmarc")):
+        return "Deferred: 451 4.7.x a DNS lookup failed; a receiver would retry later"
     if dmarc is not None and dmarc.result == "fail":
         policy = dmarc.evidence.get("policy", "").split(" ")[0]
         if policy == "reject":
-            return "Reject: 550 5.7.1 unauthenticated mail from a domain whose DMARC policy is reject"
+            return "Reject: 550 5.7.1 DMARC fails under p=reject (nothing aligned with the From domain passed)"
         if policy == "quarantine":
-            return "Spam folder: the From domain's DMARC policy is quarantine and DMARC failed"
+            return "Spam folder: DMARC fails under p=quarantine (nothing aligned with the From domain passed)"
     if spf is not None and spf.result == "fail" and not dkim_pass:
         return "Likely reject: SPF fail (-all) and no valid DKIM signature"
     if dmarc is not None and dmarc.result == "pass":

@@ -65,8 +65,10 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: LabSMTP, session, envelope) -> str:
         capture = self.capture(server, session, envelope)
+        transcript = [*server.transcript, [server.transcript[-1][0] if server.transcript else 0, "<",
+                                           "250 2.0.0 OK: queued as (this message), after the commit"]]
         try:
-            message_id = await self.sink(capture, list(server.transcript))
+            message_id = await self.sink(capture, transcript)
         except Exception:
             log.exception("could not store a message")
             return "451 4.3.0 The lab could not store the message; try again later"
@@ -130,7 +132,9 @@ async def start_listeners(
             spec.server = await loop.create_server(factory, spec.host, spec.port,
                                                    ssl=tls if spec.role.implicit_tls else None)
         except OSError as exc:
-            spec.error = f"cannot listen on {spec.host}:{spec.port} for {spec.listener.value}: {exc.strerror or exc}"
+            flag = f"--{spec.listener.value}-port"
+            spec.error = (f"cannot listen on {spec.host}:{spec.port} for {spec.listener.value}: "
+                          f"{exc.strerror or exc} (choose another port with {flag})")
             failed.append(spec)
             continue
         spec.error = None

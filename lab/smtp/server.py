@@ -25,6 +25,22 @@ END = b"\r\n.\r\n"
 MAX_TRANSCRIPT = 400
 XCLIENT_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 
+# aiosmtpd's own replies, with the RFC 3463 enhanced status codes clients log and tests match on
+_ENHANCED = {
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Error: message size exceeds fixed maximum message size",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
+    "503 Error: send EHLO first": "503 5.5.1 Error: send EHLO first",
+    "250 OK": "250 2.0.0 OK",
+    "221 Bye": "221 2.0.0 Bye",
+    "553 5.1.3 Error: malformed address": "553 5.1.3 Error: malformed address",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Role:
@@ -91,8 +107,9 @@ class LabSMTP(SMTP):
 
     async def push(self, status):
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = _ENHANCED.get(text, text)
         self.note("<", text)
-        await super().push(status)
+        await super().push(text)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -179,7 +196,7 @@ class LabSMTP(SMTP):
             updates[key] = value
         self.xclient.update(updates)
         self._set_rset_state()
-        await self.push(f"220 {self.hostname} ESMTP maillab")
+        await self.push(f"220 {self.hostname} {self.__ident__}")
 
     # DATA ----------------------------------------------------------------------------------------
 

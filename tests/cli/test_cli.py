@@ -19,7 +19,7 @@ ZONE_ARGS = [arg for z in ZONES for arg in ("--zone", str(z))]
 
 def maillab(*args: str, input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, input=input, timeout=60,
-                          env={**os.environ, "MAILLAB_CONFIG": "/nonexistent/config.toml", **(env or {})})
+                          env={**os.environ, "MAILLAB_CONFIG": os.devnull, **(env or {})})
 
 
 @pytest.fixture
@@ -73,6 +73,9 @@ def test_check_reads_stdin(signed_eml):
         (["check", "{eml}", "--offline", "--zone", "/nonexistent.zone"], "zone file /nonexistent.zone"),
         (["check"], "the following arguments are required"),
         (["show", "1", "--data-dir", "{empty}"], "no store at"),
+        (["check", "{eml}", "--nameserver", "bad:port:x"], "is not IP[:PORT]"),
+        (["serve", "--relay-port", "70000", "--data-dir", "{empty}"], "--relay-port 70000 is not a port number"),
+        (["check", "{eml}", "--config", "{empty}/none.toml"], "none.toml does not exist"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path, signed_eml, args, needle):
@@ -112,7 +115,7 @@ def test_serve_list_show_round_trip(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "serve", "--json", *common, "--client-ip", GOOD_IP, "--relay-port", str(relay),
          "--submission-port", str(submission), "--smtps-port", str(smtps)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MAILLAB_CONFIG": "/nonexistent"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -159,3 +162,20 @@ def test_serve_on_a_busy_port_exits_2_naming_the_port(tmp_path):
         busy.close()
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} for relay" in out.stderr.decode()
+
+
+def test_check_uses_the_configured_hostname_as_authserv_id(tmp_path, signed_eml):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('hostname = "lab.myapp.test"\noffline = true\n')
+    out = maillab("check", str(signed_eml), "--config", str(cfg), "--json")
+    assert json.loads(out.stdout)["authentication_results"].startswith("lab.myapp.test; ")
+
+
+def test_spf_fail_under_a_dmarc_pass_is_a_warning_so_check_exits_0(signed_eml):
+    out = maillab("check", str(signed_eml), *ZONE_ARGS, "--offline", "--client-ip", BAD_IP, "--json")
+    doc = json.loads(out.stdout)
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert (by_id["spf.mailfrom"]["result"], by_id["spf.mailfrom"]["level"]) == ("fail", "warn")
+    assert "DMARC still passes" in by_id["spf.mailfrom"]["summary"]
+    assert by_id["dmarc"]["result"] == "pass"
+    assert out.returncode == 0

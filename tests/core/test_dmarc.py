@@ -140,8 +140,8 @@ def test_policy_discovery(view, from_, record_at, org):
 
 @pytest.mark.parametrize(("from_", "disposition"), [
     ("alice@example.com", "Reject: 550 5.7.1"),
-    ("alice@news.example.com", "Spam folder: the From domain's DMARC policy is quarantine"),
-    ("alice@quarantine.test", "Spam folder: the From domain's DMARC policy is quarantine"),
+    ("alice@news.example.com", "Spam folder: DMARC fails under p=quarantine"),
+    ("alice@quarantine.test", "Spam folder: DMARC fails under p=quarantine"),
     ("alice@nonexistent.npdomain.test", "Reject: 550 5.7.1"),
 ])
 def test_failing_policy_sets_the_disposition(view, from_, disposition):

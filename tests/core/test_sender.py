@@ -57,6 +57,7 @@ def test_a_clean_message_passes_every_rule():
         "sender.message-id", "sender.date"}
     assert [r.id for r in results if r.level not in (Level.PASS, Level.INFO)] == []
     assert level(results, "sender.reply-to") is Level.INFO  # absent Reply-To is reported, not judged
+    assert len(results) == len({r.id for r in results})  # each id at most once
     assert all(r.ref and r.summary for r in results)
 
 
@@ -103,11 +104,14 @@ def test_role_address_in_from(address, expected):
 
 
 def test_role_address_in_mail_from_is_info():
-    found = of(run(make(), mail_from="postmaster@example.com"), "sender.role-address")
-    assert [r.level for r in found] == [Level.PASS, Level.INFO]
-    assert found[1].evidence["mail-from"] == "postmaster@example.com"
-    assert [r.level for r in of(run(make(), mail_from="bounces@example.com"), "sender.role-address")] == [
-        Level.PASS]
+    results = run(make(), mail_from="postmaster@example.com")
+    assert level(results, "sender.role-address") is Level.PASS  # From is judged on its own
+    (found,) = of(results, "sender.envelope-role")
+    assert found.level is Level.INFO and found.fix
+    assert found.evidence["mail-from"] == "postmaster@example.com"
+    clean = run(make(), mail_from="bounces@example.com")
+    assert level(clean, "sender.role-address") is Level.PASS
+    assert of(clean, "sender.envelope-role") == []
 
 
 @pytest.mark.parametrize(("from_", "mail_from", "expected"), [
@@ -138,35 +142,45 @@ def test_alignment_of_from_and_mail_from(from_, mail_from, expected):
     (None, False),
 ])
 def test_alignment_mentions_an_unrelated_helo(helo, extra_info):
-    found = of(run(make(), helo=helo), "sender.alignment")
-    assert found[0].level is Level.PASS
-    infos = [r for r in found[1:] if r.level is Level.INFO and "HELO" in r.summary]
+    results = run(make(), helo=helo)
+    assert level(results, "sender.alignment") is Level.PASS  # HELO does not change the alignment verdict
+    found = of(results, "sender.helo")
+    infos = [r for r in found if r.level is Level.INFO and "HELO" in r.summary]
     assert bool(infos) is extra_info
-    assert len(found) == 1 + extra_info
+    assert len(found) == extra_info
+    if extra_info:
+        assert found[0].evidence["helo"] == helo and found[0].fix
+
+
+DN, CHARS, DOMAIN = "sender.display-name", "sender.display-name-chars", "sender.display-name-domain"
+
+
+def display_name_results(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.id in (DN, CHARS, DOMAIN)]
 
 
 @pytest.mark.parametrize(("from_", "expected"), [
-    ("alice@example.com", [Level.PASS]),
-    ("Alice Liddell <alice@example.com>", [Level.PASS]),
-    ('"alice@example.com" <alice@example.com>', [Level.PASS]),
-    ('"Example.com Support" <alice@example.com>', [Level.PASS]),
-    ('"Node.js Team" <team@example.com>', [Level.PASS]),
-    ('"John Q. Public" <john@example.com>', [Level.PASS]),
-    ('"support@paypal.com" <x@evil.test>', [Level.FAIL]),
-    ('"PayPal <service@paypal.com>" <x@evil.test>', [Level.FAIL]),
-    ('"support\uff20paypal.com" <x@evil.test>', [Level.FAIL]),  # fullwidth at sign
-    ('"PayPal.com Support" <x@evil.test>', [Level.WARN]),
-    ('"www.amazon.co.uk" <x@evil.test>', [Level.WARN]),
-    ("Pay\u200bPal <x@evil.test>", [Level.WARN]),  # zero-width space
-    ("Alice \u202eevil\u202c <alice@example.com>", [Level.WARN]),  # right-to-left override
-    ('"support@pay\u200bpal.com" <x@evil.test>', [Level.WARN, Level.FAIL]),
-    ("=?utf-8?q?support=40paypal=2Ecom?= <x@evil.test>", [Level.FAIL]),  # hidden in an encoded-word
-    ("=?utf-8?b?UGF54oCuUGFs?= <x@evil.test>", [Level.WARN]),  # "Pay\u202ePal" base64-encoded
+    ("alice@example.com", [(DN, Level.PASS)]),
+    ("Alice Liddell <alice@example.com>", [(DN, Level.PASS)]),
+    ('"alice@example.com" <alice@example.com>', [(DN, Level.PASS)]),
+    ('"Example.com Support" <alice@example.com>', [(DN, Level.PASS)]),
+    ('"Node.js Team" <team@example.com>', [(DN, Level.PASS)]),
+    ('"John Q. Public" <john@example.com>', [(DN, Level.PASS)]),
+    ('"support@paypal.com" <x@evil.test>', [(DN, Level.FAIL)]),
+    ('"PayPal <service@paypal.com>" <x@evil.test>', [(DN, Level.FAIL)]),
+    ('"support\uff20paypal.com" <x@evil.test>', [(DN, Level.FAIL)]),  # fullwidth at sign
+    ('"PayPal.com Support" <x@evil.test>', [(DOMAIN, Level.WARN), (DN, Level.PASS)]),
+    ('"www.amazon.co.uk" <x@evil.test>', [(DOMAIN, Level.WARN), (DN, Level.PASS)]),
+    ("Pay\u200bPal <x@evil.test>", [(CHARS, Level.WARN), (DN, Level.PASS)]),  # zero-width space
+    ("Alice \u202eevil\u202c <alice@example.com>", [(CHARS, Level.WARN), (DN, Level.PASS)]),  # RTL override
+    ('"support@pay\u200bpal.com" <x@evil.test>', [(CHARS, Level.WARN), (DN, Level.FAIL)]),
+    ("=?utf-8?q?support=40paypal=2Ecom?= <x@evil.test>", [(DN, Level.FAIL)]),  # hidden in an encoded-word
+    ("=?utf-8?b?UGF54oCuUGFs?= <x@evil.test>", [(CHARS, Level.WARN), (DN, Level.PASS)]),  # "Pay\u202ePal"
 ])
 def test_display_name(from_, expected):
-    found = of(run(make({"From": from_})), "sender.display-name")
-    assert sorted(r.level.rank for r in found) == sorted(lv.rank for lv in expected)
-    assert [r.level for r in found] == expected
+    found = display_name_results(run(make({"From": from_})))
+    assert sorted(r.level.rank for r in found) == sorted(lv.rank for _, lv in expected)
+    assert [(r.id, r.level) for r in found] == expected
     assert all(r.fix for r in found if r.level is not Level.PASS)
 
 
@@ -175,11 +189,21 @@ def test_display_name(from_, expected):
     "=?utf-8?q?Alice_=1B=5B2J=1B=5D0=3Bowned=07?= <alice@example.com>",
 ])
 def test_display_name_with_escape_sequences_is_flagged_and_escaped(from_):
-    found = of(run(make({"From": from_})), "sender.display-name")
-    assert [r.level for r in found] == [Level.WARN]
+    found = display_name_results(run(make({"From": from_})))
+    assert [(r.id, r.level) for r in found] == [(CHARS, Level.WARN), (DN, Level.PASS)]
     shown = found[0].evidence["display-name"]
     assert "\x1b" not in shown and "\x07" not in shown
-    assert shown == "Alice \\u001b[2J\\u001b]0;owned\\u0007"
+    assert shown == "Alice ␛[2J␛]0;owned^G"
+
+
+def test_display_name_evidence_shows_bidi_as_code_points_and_is_capped():
+    (found,) = of(run(make({"From": "Alice \u202eevil\u202c <alice@example.com>"})), CHARS)
+    assert found.evidence["display-name"] == "Alice <U+202E>evil<U+202C>"
+    (plain,) = of(run(make({"From": "Alice Liddell <alice@example.com>"})), DN)
+    assert plain.evidence["display-name"] == "Alice Liddell"  # printable text is shown as is
+    (long,) = of(run(make({"From": f'"{"x" * 300} support@paypal.com" <x@evil.test>'})), DN)
+    assert long.level is Level.FAIL
+    assert long.evidence["display-name"] == "x" * 200 + "…"
 
 
 @pytest.mark.parametrize(("reply_to", "expected"), [
@@ -297,6 +321,8 @@ HOSTILE.update({f"random {seed}": random.Random(seed).randbytes(2_000) for seed 
 def test_hostile_input_yields_results_not_exceptions(raw, mail_from):
     results = run(raw, mail_from=mail_from, helo="\x00\xff")
     assert of(results, "sender.from"), "sender.from is always judged"
+    ids = [r.id for r in results]
+    assert len(ids) == len(set(ids)), ids  # scripts key results by id
     for r in results:
         assert isinstance(r, CheckResult) and r.family == "sender" and r.summary
         assert isinstance(r.level, Level)
@@ -309,4 +335,4 @@ def test_messages_without_a_from_fail_but_judge_the_rest():
     assert level(results, "sender.from") is Level.FAIL
     assert level(results, "sender.message-id") is Level.WARN
     assert level(results, "sender.date") is Level.WARN
-    assert not of(results, "sender.display-name")
+    assert not display_name_results(results)

@@ -138,7 +138,6 @@ def test_temperror_in_an_include_is_temperror_for_the_whole_check():
     ("[IPv6:2001:db8::1]", GOOD_IP, "none", Level.INFO, {"helo": "[IPv6:2001:db8::1]"}),
     ("localhost", GOOD_IP, "none", Level.INFO, {"helo": "localhost"}),
     ("mailhost", GOOD_IP, "none", Level.INFO, {"helo": "mailhost"}),
-    (None, GOOD_IP, "none", Level.INFO, {"helo": "(none)"}),
 ])
 def test_helo(view, helo, ip, result, level, evidence):
     r = one(analyse(capture(message(), ip=ip, helo=helo), view), "spf.helo")
@@ -146,6 +145,13 @@ def test_helo(view, helo, ip, result, level, evidence):
     assert {k: r.evidence.get(k) for k in evidence} == evidence
     if "helo" in evidence:
         assert "is not a domain name" in r.summary
+
+
+def test_no_helo_at_all_is_info_and_left_out_of_authentication_results(view):
+    verdict = analyse(capture(message(), helo=None), view)
+    r = one(verdict, "spf.helo")
+    assert (r.result, r.level) == (None, Level.INFO)
+    assert "smtp.helo" not in verdict.authentication_results
 
 
 def test_null_sender_checks_postmaster_at_the_helo_name(view):

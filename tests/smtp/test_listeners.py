@@ -46,7 +46,7 @@ def test_submission_requires_starttls_then_auth(lab):
         s.ehlo("client.example.com")
         assert not s.has_extn("auth"), "AUTH must not be offered before TLS"
         code, reply = s.docmd("MAIL FROM:<alice@example.com>")
-        assert code == 530 and b"STARTTLS" in reply
+        assert (code, reply) == (530, b"5.7.0 Must issue a STARTTLS command first")
         code, reply = s.docmd("AUTH", "PLAIN AGFsaWNlAHNlY3JldA==")
         assert code == 530
         s.starttls(context=client_tls())
@@ -128,10 +128,11 @@ def test_xclient_sets_client_ip_name_and_helo(lab):
 
 def test_xclient_rejects_bad_input(lab):
     c = RawClient(lab.port("relay"))
+    banner = c.greeting
     c.cmd("EHLO localhost")
     assert c.cmd("XCLIENT ADDR=not-an-ip").startswith(b"501")
     assert c.cmd("XCLIENT COLOUR=blue").startswith(b"501")
-    assert c.cmd("XCLIENT ADDR=IPV6:2001:db8::5").startswith(b"220")
+    assert c.cmd("XCLIENT ADDR=IPV6:2001:db8::5") == banner  # a fresh greeting, as Postfix sends
     c.cmd("MAIL FROM:<a@example.com>")
     assert c.cmd("XCLIENT ADDR=192.0.2.1").startswith(b"503")
     c.close()

@@ -120,7 +120,7 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
 
 def _failure(result, d: str, s: str, error, lookup: dict, record, logged: list[str]) -> CheckResult:
     name = f"{s}._domainkey.{d}"
-    text = str(error) if error else " ".join(logged)
+    text = re.sub(r"b'([^']*)'", r"\1", str(error) if error else " ".join(logged))  # dkimpy prints bytes reprs
     if "temperror" in lookup:
         return result(Level.WARN, AuthResult.TEMPERROR, f"Key lookup at {name} failed temporarily",
                       "Check that the domain's name servers answer; receivers will retry later.",

@@ -7,12 +7,12 @@ building an email tree, so a message costs a fraction of a millisecond and hosti
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 
 from lab.core.context import Context
 from lab.core.model import Listener
 from lab.core.results import CheckResult, Level, check
+from lab.textsafe import shown as _shown
 
 SINGLETONS = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id", "in-reply-to",
               "references", "subject")
@@ -57,17 +57,15 @@ def _duplicates(ctx: Context) -> list[CheckResult]:
     for h in ctx.message.headers:
         counts[h.key] = counts.get(h.key, 0) + 1
     ref = "RFC 5322 §3.6"
-    out = []
-    for key in SINGLETONS:
-        n = counts.get(key, 0)
-        if n > 1:
-            name = _SHOWN_NAMES.get(key, key.title())
-            level = Level.FAIL if key == "from" else Level.WARN
-            out.append(check("headers.duplicates", level, f"{name} appears {n} times; it may appear once",
-                             ref=ref, field=name, count=n,
-                             fix=f"Send exactly one {name} field; check that your code or a relay does not "
-                                 "add a second one."))
-    return out or [check("headers.duplicates", Level.PASS, "No field that must be unique is repeated", ref=ref)]
+    repeated = [(_SHOWN_NAMES.get(key, key.title()), counts[key]) for key in SINGLETONS if counts.get(key, 0) > 1]
+    if not repeated:
+        return [check("headers.duplicates", Level.PASS, "No field that must be unique is repeated", ref=ref)]
+    level = Level.FAIL if any(name == "From" for name, _ in repeated) else Level.WARN
+    listed = ", ".join(f"{name} ({n} times)" for name, n in repeated)
+    names = ", ".join(name for name, _ in repeated)
+    return [check("headers.duplicates", level, f"Fields that may appear once are repeated: {listed}", ref=ref,
+                  fields=names, fix=f"Send exactly one of each ({names}); check that your code or a relay "
+                                    "does not add a second one.")]
 
 
 def _subject(ctx: Context) -> list[CheckResult]:
@@ -114,7 +112,7 @@ def _line_endings(ctx: Context) -> list[CheckResult]:
     out: list[CheckResult] = []
     nuls = raw.count(b"\x00")
     if nuls:
-        out.append(check("headers.line-endings", Level.FAIL, f"The message contains {nuls} NUL byte(s)",
+        out.append(check("headers.nul", Level.FAIL, f"The message contains {nuls} NUL byte(s)",
                          ref="RFC 5322 §2.1; RFC 5321 §4.5.2", first_offset=raw.find(b"\x00"),
                          fix="Remove NUL bytes; send binary content base64-encoded."))
     crlf = raw.count(b"\r\n")
@@ -135,8 +133,11 @@ def _line_endings(ctx: Context) -> list[CheckResult]:
                              line=raw.count(b"\n", 0, first) + 1,
                              fix="End every line with CRLF (\\r\\n); most mail libraries do this when you use "
                                  "their SMTP send function rather than writing bytes yourself."))
-    return out or [check("headers.line-endings", Level.PASS, "Every line ends in CRLF and there are no NUL bytes",
-                         ref=ref)]
+    if not (bare_lf or bare_cr):
+        out.append(check("headers.line-endings", Level.PASS, "Every line ends in CRLF", ref=ref))
+    if not nuls:
+        out.append(check("headers.nul", Level.PASS, "No NUL bytes", ref="RFC 5322 §2.1"))
+    return out
 
 
 def _eight_bit(ctx: Context) -> list[CheckResult]:
@@ -193,6 +194,12 @@ def _mime(ctx: Context) -> list[CheckResult]:
     if bad:
         warn(f"Unknown Content-Transfer-Encoding: {_shown(', '.join(bad[:5]))}",
              "Use one of 7bit, 8bit, binary, quoted-printable or base64.", encodings=[_shown(b) for b in bad[:5]])
+    if len(out) > 1:  # one result per id: the problems together, worst first
+        summary = "; ".join(c.summary for c in out)
+        fix = " ".join(dict.fromkeys(c.fix for c in out if c.fix))
+        evidence = {k.replace("-", "_"): v for c in out for k, v in c.evidence.items()}
+        return [check("headers.mime", Level.WARN, f"{len(out)} MIME problems: {summary}", ref=ref, fix=fix,
+                      **evidence)]
     return out or [check("headers.mime", Level.PASS, f"MIME structure looks sound ({_shown(ctype)})", ref=ref)]
 
 
@@ -243,11 +250,3 @@ def _size(ctx: Context) -> list[CheckResult]:
     return [check("headers.size", Level.PASS, f"The header section is {size:,} bytes in {fields} fields", ref=ref,
                   **ev)]
 
-
-def _shown(text: str, limit: int = 200) -> str:
-    """Text safe to put on a terminal: control, format and surrogate characters escaped, length capped."""
-    if len(text) <= limit and text.isprintable():  # the common case: nothing to escape
-        return text
-    out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c
-                  for c in text[:limit])
-    return out + "…" if len(text) > limit else out

@@ -17,6 +17,7 @@ from lab.core.checks.dmarc import org_domain
 from lab.core.context import Context
 from lab.core.message import Mailbox, parse_mailboxes
 from lab.core.results import CheckResult, Level, check
+from lab.textsafe import shown as _shown
 
 ROLE_LOCAL_PARTS = frozenset({
     "postmaster", "abuse", "root", "hostmaster", "webmaster", "admin", "administrator", "mailer-daemon",
@@ -108,7 +109,7 @@ def _role(ctx: Context, box: Mailbox | None) -> list[CheckResult]:
                              ref="RFC 2142", address=addr))
     mail_from = ctx.capture.envelope.mail_from
     if mail_from and "@" in mail_from and _local_kind(mail_from.rpartition("@")[0]) == "role":
-        out.append(check("sender.role-address", Level.INFO,
+        out.append(check("sender.envelope-role", Level.INFO,
                          f"The envelope sender (MAIL FROM) is a role address: {_shown(mail_from)}",
                          ref="RFC 2142", mail_from=_shown(mail_from),
                          fix="Bounces will land in that role mailbox; a dedicated bounce address (e.g. "
@@ -150,7 +151,7 @@ def _alignment(ctx: Context, box: Mailbox | None) -> list[CheckResult]:
                     "return-path domain."))
     orgs = {_org(d) for d in (from_dom, env_dom) if d}
     if helo_dom and orgs and _org(helo_dom) not in orgs:
-        out.append(check("sender.alignment", Level.INFO,
+        out.append(check("sender.helo", Level.INFO,
                          f"HELO name {helo_dom} is unrelated to the sender's domain(s)",
                          ref="RFC 5321 §4.1.1.1", helo=helo_dom, **shown,
                          fix="Normal for shared sending services; for your own server, give it a name "
@@ -169,7 +170,7 @@ def _display_name(box: Mailbox | None) -> list[CheckResult]:
     out: list[CheckResult] = []
     shown = _shown(name)
     if _INVISIBLE.search(name) or any(unicodedata.category(c) == "Cc" for c in name):
-        out.append(check("sender.display-name", Level.WARN,
+        out.append(check("sender.display-name-chars", Level.WARN,
                          "The display name contains invisible, bidi-override or control characters",
                          ref=ref, display_name=shown,
                          fix="Remove them: they reorder or hide text and are a known spoofing trick."))
@@ -185,12 +186,14 @@ def _display_name(box: Mailbox | None) -> list[CheckResult]:
     domains = sorted({m.group(1) for m in _DOMAIN.finditer(_EMAIL.sub(" ", plain))
                       if m.group(2) in _COMMON_TLDS and _org(m.group(1)) != from_org})
     if domains:
-        out.append(check("sender.display-name", Level.WARN,
+        out.append(check("sender.display-name-domain", Level.WARN,
                          f"The display name names {_shown(domains[0])}, which is not the From domain "
                          f"{box.domain}", ref=ref, display_name=shown, domain=box.domain,
                          fix="Name the brand in words, or send from that domain."))
-    return out or [check("sender.display-name", Level.PASS, f"Display name {shown!r} impersonates nothing",
-                         ref=ref, display_name=shown)]
+    if not any(c.id == "sender.display-name" for c in out):
+        out.append(check("sender.display-name", Level.PASS, f"Display name {shown!r} shows no other address",
+                         ref=ref, display_name=shown))
+    return out
 
 
 def _reply_to(ctx: Context, box: Mailbox | None) -> list[CheckResult]:
@@ -327,11 +330,3 @@ def _helo_domain(helo: str | None) -> str | None:
     except ValueError:
         return name
 
-
-def _shown(text: str, limit: int = 200) -> str:
-    """Text safe to put on a terminal: control, format and surrogate characters escaped, length capped."""
-    if len(text) <= limit and text.isprintable():  # the common case: nothing to escape
-        return text
-    out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c
-                  for c in text[:limit])
-    return out + "…" if len(text) > limit else out

@@ -97,6 +97,9 @@ def check_mailfrom(ctx: Context) -> list[CheckResult]:
 
 def check_helo(ctx: Context) -> list[CheckResult]:
     helo = ctx.helo or ""
+    if not helo:
+        return [check("spf.helo", Level.INFO, "No HELO name is known, so the HELO identity was not checked",
+                      ref="RFC 7208 §2.3")]
     domain = _helo_domain(helo)
     if not domain:
         return [check("spf.helo", Level.INFO, f"HELO name {helo!r} is not a domain name, so it has no SPF",

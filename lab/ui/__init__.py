@@ -1,0 +1,1 @@
+"""Provides the Textual lab: a live message list and per-message verdict panes. It only displays."""
