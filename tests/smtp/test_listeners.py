@@ -276,12 +276,15 @@ def test_restart_keeps_messages_and_analyses_the_backlog(make_lab, tmp_path):
         kept = send(s, message(subject="before restart"))
     first.wait(kept)
     first.stop()
+    cert = (tmp_path / "keep" / "tls" / "cert.pem").read_bytes()
+    assert oct((tmp_path / "keep" / "tls" / "key.pem").stat().st_mode & 0o777) == "0o600"
     # a capture stored but never analysed, as after a crash between commit and analysis
     store = Store(tmp_path / "keep" / "maillab.db")
     orphan = store.add(Capture(message(subject="orphan"), Envelope("a@example.com", ("b@example.net",), "x"),
                                received_at=datetime.now(UTC)))
     store.close()
     second = make_lab(data_dir=tmp_path / "keep")
+    assert (tmp_path / "keep" / "tls" / "cert.pem").read_bytes() == cert  # made once, then reused
     assert b"Subject: before restart" in second.wait(kept).capture.raw
     assert second.wait(orphan).verdict is not None
     store = second.store()
