@@ -125,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         config = config_from(args)
-        command = args.command or "serve"
+        if args.command is None:
+            if sys.stdin.isatty() and sys.stdout.isatty():
+                return cmd_ui(config)
+            print("maillab: no terminal for the UI; serving headless (maillab serve)", file=sys.stderr)
+            return cmd_serve(config, False)
+        command = args.command
         if command == "serve":
-            return cmd_serve(config, getattr(args, "json", False), banner=args.command is None)
+            return cmd_serve(config, getattr(args, "json", False))
         if command == "check":
             return cmd_check(config, args)
         if command == "list":
@@ -152,7 +157,15 @@ def _view(config: Config):
         raise UsageError(str(exc)) from exc
 
 
-def cmd_serve(config: Config, as_json: bool, banner: bool = False) -> int:
+def cmd_ui(config: Config) -> int:
+    from lab.ui.app import MaillabApp
+
+    _view(config)  # a broken zone file is a usage error before the screen is taken over
+    MaillabApp(config).run()
+    return 0
+
+
+def cmd_serve(config: Config, as_json: bool) -> int:
     from lab.engine import Engine
 
     engine = Engine(config, _view(config))
@@ -172,8 +185,6 @@ def cmd_serve(config: Config, as_json: bool, banner: bool = False) -> int:
         except OSError as exc:
             raise UsageError(str(exc)) from exc
         out = sys.stderr
-        if banner:
-            print("maillab: the TUI is not here yet; serving headless (Ctrl-C to stop)", file=out)
         for spec in engine.specs:
             print(f"maillab: listening {spec.describe()}", file=out)
         print(f"maillab: DNS {engine.dns_mode}; store {config.db_path}", file=out, flush=True)

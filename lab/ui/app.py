@@ -1,0 +1,375 @@
+"""Provides MaillabApp: the lab's Textual UI. It shows what the engine captured and judged; it judges nothing.
+
+The engine runs on its own event loop in another thread (EngineThread), so a slow paint here never
+stalls an SMTP client; verdicts arrive as posted messages and are coalesced before the list repaints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+from lab import samples
+from lab.config import Config
+from lab.core import mime
+from lab.core.dnsview import ZoneSyntaxError
+from lab.engine import Engine, EngineThread
+from lab.reproduce import swaks_command
+from lab.store import Store, Stored
+from lab.textsafe import visible
+from lab.ui.listsource import ListSource
+from lab.ui.messages import Analysed, SamplesSent
+from lab.ui.screens.modals import ConfirmScreen, HelpScreen
+from lab.ui.widgets.detail_views import BodyView, HeadersView, PartsView, RawView, SessionView
+from lab.ui.widgets.message_list import MessageList
+from lab.ui.widgets.verdict_view import VerdictView
+from lab.ui.widgets.welcome import Welcome
+
+TABS = ("verdict", "headers", "text", "parts", "raw", "session")
+
+
+class MaillabApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "maillab"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("r", "reanalyse(False)", "Re-check", id="reanalyse"),
+        Binding("R", "reanalyse(True)", "Re-check all", show=False, id="reanalyse-all"),
+        Binding("e", "export", "Export", id="export"),
+        Binding("y", "copy_swaks", "Copy swaks", id="copy-swaks"),
+        Binding("d", "delete", "Delete", id="delete"),
+        Binding("D", "clear", "Clear all", show=False, id="clear"),
+        Binding("s", "save_part", "Save part", show=False, id="save-part"),
+        Binding("f1,question_mark", "help", "Help", id="help"),
+        *(Binding(str(n), f"tab('{tab}')", tab.title(), show=False) for n, tab in enumerate(TABS, 1)),
+    ]
+
+    def __init__(self, config: Config, engine: Engine | None = None):
+        super().__init__()
+        self.config = config
+        self.engine = engine or Engine(config)
+        self.runner = EngineThread(self.engine)
+        self.store: Store | None = None
+        self.source: ListSource | None = None
+        self._pending: set[int] = set()
+        self._shown: Stored | None = None
+        self._rendered: set[str] = set()
+        self.start_errors: list[str] = []
+
+    # layout ----------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with Vertical(id="list"):
+            yield Input(placeholder="filter: words, verdict:fail, listener:relay, failed:dkim  (Esc clears)",
+                        id="filter")
+        with Vertical(id="detail"):
+            yield Static(id="welcome-holder")
+            with TabbedContent(id="tabs", initial="verdict"):
+                with TabPane("Verdict", id="verdict"):
+                    yield VerdictView(id="verdict-view")
+                with TabPane("Headers", id="headers"):
+                    yield HeadersView(id="headers-view")
+                with TabPane("Text", id="text"):
+                    yield BodyView(id="text-view")
+                with TabPane("Parts", id="parts"):
+                    yield PartsView("message", id="parts-view")
+                with TabPane("Raw", id="raw"):
+                    yield RawView(id="raw-view")
+                with TabPane("Session", id="session"):
+                    yield SessionView(id="session-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        try:
+            self.start_errors = self.runner.start(partial=True)
+        except Exception as exc:  # noqa: BLE001 - show it, keep the UI up for what still works
+            self.start_errors = [f"the lab could not start: {exc}"]
+        for error in self.start_errors:
+            self.notify(visible(error), title="Listener", severity="error", timeout=15)
+        self.store = Store(self.config.db_path)
+        self.source = ListSource(self.store)
+        message_list = MessageList(self.source, id="messages")
+        self.query_one("#list").mount(message_list, before=0)
+        self.query_one("#list").border_title = "Messages"
+        self.engine.subscribe(lambda capture, verdict: self.post_message(Analysed(capture.id)))
+        self.set_interval(0.15, self._flush)
+        message_list.reload()
+        message_list.focus()
+        self._update_status()
+        self._update_empty()
+
+    def on_unmount(self) -> None:
+        self.runner.stop()
+        if self.store is not None:
+            self.store.close()
+
+    # status -----------------------------------------------------------------------------------------
+
+    def _update_status(self) -> None:
+        text = Text()
+        text.append(" maillab ", style="bold reverse")
+        for spec in self.engine.specs:
+            text.append("  ")
+            r = spec.role
+            mode = "TLS" if r.implicit_tls else ("STARTTLS" if r.require_tls else "STARTTLS?")
+            auth = "+AUTH" if r.require_auth else " no AUTH"
+            if spec.server is None:
+                text.append(f"{spec.listener.value} ✗ :{spec.port} not listening", style="bold red")
+            else:
+                text.append(f"{spec.listener.value} ", style="bold")
+                text.append(f"{spec.host}:{spec.port}", style="cyan")
+                text.append(f" [{r.listener.real_port}: {mode}{auth}]", style="dim")
+        text.append("\n DNS: ", style="bold")
+        text.append(self.engine.dns_mode)
+        if self.source is not None and self.store is not None:
+            total = self.store.count()
+            shown = self.source.count()
+            text.append("   messages: ", style="bold")
+            text.append(f"{total}")
+            if not self.source.filter.empty:
+                text.append(f" ({shown} match the filter)", style="yellow")
+        self.query_one("#status", Static).update(text)
+
+    def _update_empty(self) -> None:
+        empty = self.store is not None and self.store.count() == 0
+        holder = self.query_one("#welcome-holder", Static)
+        tabs = self.query_one("#tabs", TabbedContent)
+        if empty and not holder.children and not self.query("#welcome"):
+            holder.display = False
+            self.query_one("#detail").mount(Welcome(self.engine.ports, self.config.bind, id="welcome"), before=0)
+        elif not empty and self.query("#welcome"):
+            self.query_one("#welcome").remove()
+        tabs.display = not empty
+        holder.display = False
+
+    # live updates -----------------------------------------------------------------------------------
+
+    def on_analysed(self, message: Analysed) -> None:
+        self._pending.add(message.message_id)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, set()
+        message_list = self.query_one(MessageList)
+        message_list.reload()
+        self._update_status()
+        self._update_empty()
+        if message_list.selected_id in pending:
+            self.load_detail(message_list.selected_id)
+
+    # selection and tabs -----------------------------------------------------------------------------
+
+    @on(MessageList.Highlighted)
+    def _highlighted(self, event: MessageList.Highlighted) -> None:
+        if event.message_id is None:
+            self._shown = None
+            self._update_empty()
+            return
+        self.load_detail(event.message_id)
+
+    @work(thread=True, exclusive=True, group="detail")
+    def load_detail(self, message_id: int) -> None:
+        store = Store(self.config.db_path)
+        try:
+            stored = store.get(message_id)
+        finally:
+            store.close()
+        if stored is not None:
+            self.call_from_thread(self._show, stored)
+
+    def _show(self, stored: Stored) -> None:
+        self._shown = stored
+        self._rendered = set()
+        self._render_tab(self.query_one("#tabs", TabbedContent).active or "verdict")
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._render_tab(event.pane.id or "verdict")
+
+    def _render_tab(self, tab: str) -> None:
+        """Only the visible tab is built; the others when they are opened."""
+        stored = self._shown
+        if stored is None or tab in self._rendered:
+            return
+        self._rendered.add(tab)
+        raw = stored.capture.raw
+        if tab == "verdict":
+            self.query_one(VerdictView).show(stored.verdict)
+        elif tab == "headers":
+            self.query_one(HeadersView).show(raw)
+        elif tab == "text":
+            self.query_one(BodyView).show(raw)
+        elif tab == "parts":
+            self.query_one(PartsView).show(raw)
+        elif tab == "raw":
+            self.query_one(RawView).show(raw)
+        elif tab == "session":
+            self.query_one(SessionView).show(stored.session)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    # filter -----------------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        self._apply_filter(event.value)
+        self.query_one(MessageList).focus()
+
+    def _apply_filter(self, query: str) -> None:
+        assert self.source is not None
+        self.source.set_filter(query)
+        box = self.query_one("#filter", Input)
+        box.set_class(bool(query.strip()), "shown")
+        message_list = self.query_one(MessageList)
+        message_list.reload()
+        self.query_one("#list").border_title = f"Messages — filter: {visible(query)}" if query.strip() else "Messages"
+        self._update_status()
+
+    def on_key(self, event) -> None:
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and (box.has_focus or box.value):
+            box.value = ""
+            self._apply_filter("")
+            self.query_one(MessageList).focus()
+            event.stop()
+
+    # actions on the selected message ----------------------------------------------------------------
+
+    def _selected(self) -> int | None:
+        return self.query_one(MessageList).selected_id
+
+    def _exports(self) -> Path:
+        path = self.config.data_dir / "exports"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _export(self, message_id: int) -> Path | None:
+        assert self.store is not None
+        raw = self.store.raw(message_id)
+        if raw is None:
+            return None
+        path = self._exports() / f"maillab-{message_id}.eml"
+        path.write_bytes(raw)
+        return path
+
+    def action_export(self) -> None:
+        mid = self._selected()
+        if mid is None:
+            self.notify("No message selected", severity="warning")
+            return
+        path = self._export(mid)
+        self.notify(f"Saved message {mid} to {path}", title="Export")
+
+    def action_copy_swaks(self) -> None:
+        mid = self._selected()
+        stored = self.store.get(mid) if (mid is not None and self.store) else None
+        if stored is None:
+            self.notify("No message selected", severity="warning")
+            return
+        path = self._export(mid)
+        command = swaks_command(stored.capture, self.engine.ports, path, host=self.config.bind)
+        self.copy_to_clipboard(command)
+        self.notify(visible(command), title="Copied swaks command", timeout=10)
+
+    def action_save_part(self) -> None:
+        stored = self._shown
+        tree = self.query_one(PartsView)
+        node = tree.cursor_node
+        if stored is None or node is None or not node.data:
+            self.notify("Open the Parts tab and select a part first", severity="warning")
+            return
+        part = mime.find(stored.capture.raw, node.data)
+        if part is None or part.is_multipart():
+            self.notify("Select a leaf part (an attachment or a body part)", severity="warning")
+            return
+        name = part.get_filename() or f"part-{node.data}.bin"
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).name).strip("._") or "part.bin"
+        path = self._exports() / f"{stored.capture.id}-{safe}"
+        path.write_bytes(mime.decoded(part))
+        self.notify(f"Saved {path}", title="Attachment")
+
+    def action_delete(self) -> None:
+        mid = self._selected()
+        if mid is None or self.store is None:
+            return
+        self.store.delete(mid)
+        self._pending.add(-1)
+        self.notify(f"Deleted message {mid}")
+        self._flush()
+
+    def action_clear(self) -> None:
+        def done(yes: bool | None) -> None:
+            if yes and self.store is not None:
+                n = self.store.clear()
+                self._shown = None
+                self._pending.add(-1)
+                self._flush()
+                self.notify(f"Deleted {n} messages")
+
+        count = self.store.count() if self.store else 0
+        self.push_screen(ConfirmScreen(f"Delete all {count} captured messages? This cannot be undone."), done)
+
+    @work(thread=True, exclusive=True, group="reanalyse")
+    def action_reanalyse(self, everything: bool) -> None:
+        try:
+            self.engine.reload_dns()
+        except (ZoneSyntaxError, OSError) as exc:
+            self.call_from_thread(self.notify, visible(str(exc)), title="Zone file", severity="error", timeout=15)
+            return
+        store = Store(self.config.db_path)
+        try:
+            ids = store.ids() if everything else [m for m in [self._selected()] if m is not None]
+        finally:
+            store.close()
+        n = self.engine.reanalyse(ids)
+        self.call_from_thread(self.notify, f"Re-checked {n} message{'s' if n != 1 else ''} against the current DNS "
+                                           f"and zone files", title="Re-check")
+        self.call_from_thread(self._update_status)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # samples and palette ----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="samples")
+    def send_samples(self) -> None:
+        lines = samples.send_all(self.engine.ports, self.config.data_dir, host=self.config.bind)
+        self.post_message(SamplesSent(lines))
+
+    def on_samples_sent(self, message: SamplesSent) -> None:
+        failed = [line for line in message.lines if line.startswith("failed")]
+        if failed:
+            self.notify(visible("\n".join(failed)), title="Samples", severity="error", timeout=15)
+        else:
+            self.notify(f"Sent {len(message.lines)} sample messages: select one and read its Verdict tab",
+                        title="Samples")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Send sample messages", "Six messages that show every verdict pane at work",
+                            self.send_samples)
+        yield SystemCommand("Re-check all messages", "Re-read the zone files and judge every message again",
+                            lambda: self.action_reanalyse(True))
+        yield SystemCommand("Export the selected message", "Save it as .eml in the data directory",
+                            self.action_export)
+        yield SystemCommand("Copy a swaks command for the selected message", "Sends it again, same envelope",
+                            self.action_copy_swaks)
+        yield SystemCommand("Delete all messages", "Asks first", self.action_clear)

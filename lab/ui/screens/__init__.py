@@ -1,0 +1,1 @@
+"""Provides the lab's modal screens."""

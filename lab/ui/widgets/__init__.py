@@ -1,0 +1,1 @@
+"""Provides the lab's widgets, one per module."""

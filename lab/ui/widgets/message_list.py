@@ -1,0 +1,165 @@
+"""Provides MessageList: the captured messages, newest first, drawing only the rows on screen.
+
+Textual's DataTable took about 20 s to first paint 100,000 rows; this list renders visible lines only
+(the Line API) and pages rows in from the store through ListSource.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from lab.store import Summary
+from lab.ui.format import STYLE, SYMBOL, WORD, one_line
+from lab.ui.listsource import ListSource
+
+COLUMNS = (("", 7), ("time", 8), ("listener", 10), ("from", 30), ("to", 26))  # subject takes the rest
+
+
+class MessageList(ScrollView, can_focus=True):
+    BINDINGS = [
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("pagedown,ctrl+f", "page(1)", "Page down", show=False),
+        Binding("pageup,ctrl+b", "page(-1)", "Page up", show=False),
+        Binding("home,g", "jump(0)", "First", show=False),
+        Binding("end,G", "jump(-1)", "Last", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    MessageList { height: 1fr; scrollbar-size-vertical: 1; }
+    """
+
+    cursor: reactive[int] = reactive(0, always_update=True)
+
+    class Highlighted(Message):
+        """The cursor moved onto a message (None when the list is empty)."""
+
+        def __init__(self, message_id: int | None) -> None:
+            super().__init__()
+            self.message_id = message_id
+
+    def __init__(self, source: ListSource, **kwargs):
+        super().__init__(**kwargs)
+        self.source = source
+        self.selected_id: int | None = None
+
+    # data -----------------------------------------------------------------------------------------
+
+    def reload(self, keep_selection: bool = True) -> None:
+        """Re-read the count and rows; the cursor stays on the same message when it is still listed."""
+        self.source.invalidate()
+        count = self.source.count()
+        self.virtual_size = Size(self.size.width, count + 1)  # +1: the column header line
+        index = None
+        if keep_selection and self.selected_id is not None:
+            index = self.source.index_of(self.selected_id)
+        if index is None:
+            index = min(self.cursor, max(0, count - 1))
+        old_top = self.scroll_offset.y
+        shift = index - self.cursor
+        self._set_cursor(index, announce=self.selected_id is None or self._row_id(index) != self.selected_id)
+        if shift > 0 and old_top > 0:  # new mail above: keep the same rows on screen
+            self.scroll_to(y=old_top + shift, animate=False)
+        self.refresh()
+
+    def _row_id(self, index: int) -> int | None:
+        row = self.source.row(index)
+        return row.id if row else None
+
+    @property
+    def count(self) -> int:
+        return self.source.count()
+
+    # cursor ---------------------------------------------------------------------------------------
+
+    def _set_cursor(self, index: int, announce: bool = True) -> None:
+        count = self.source.count()
+        index = max(0, min(index, count - 1)) if count else 0
+        self.cursor = index
+        new_id = self._row_id(index) if count else None
+        changed = new_id != self.selected_id
+        self.selected_id = new_id
+        if announce or changed:
+            self.post_message(self.Highlighted(new_id))
+        self._scroll_cursor_into_view()
+
+    def _scroll_cursor_into_view(self) -> None:
+        height = max(1, self.size.height - 1)
+        top = self.scroll_offset.y
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False)
+
+    def action_cursor(self, delta: int) -> None:
+        self._set_cursor(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self._set_cursor(self.cursor + direction * max(1, self.size.height - 2))
+
+    def action_jump(self, where: int) -> None:
+        self._set_cursor(0 if where == 0 else self.source.count() - 1)
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+
+    def on_click(self, event) -> None:
+        y = event.y + self.scroll_offset.y - 1
+        if 0 <= y < self.source.count():
+            self._set_cursor(y)
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, self.source.count() + 1)
+
+    # drawing --------------------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._header(width)
+        index = self.scroll_offset.y + y - 1
+        row = self.source.row(index)
+        if row is None:
+            return Strip.blank(width)
+        selected = index == self.cursor
+        return self._row(row, width, selected)
+
+    def _header(self, width: int) -> Strip:
+        style = Style(bold=True, dim=True, underline=True)
+        text = "".join(name.ljust(w + 1) for name, w in COLUMNS) + "subject"
+        return Strip([Segment(text[:width].ljust(width), style)])
+
+    def _row(self, row: Summary, width: int, selected: bool) -> Strip:
+        level = row.level
+        badge = f"{SYMBOL[level]} {WORD[level]}"
+        time = row.received_at[11:19]
+        cells = [
+            (badge.ljust(COLUMNS[0][1] + 1), Style.parse(STYLE[level])),
+            (time.ljust(COLUMNS[1][1] + 1), Style(dim=True)),
+            (row.listener.ljust(COLUMNS[2][1] + 1), Style()),
+            (one_line(row.from_header or row.mail_from or "<>", COLUMNS[3][1]).ljust(COLUMNS[3][1] + 1), Style()),
+            (one_line(row.to_header or ", ".join(row.rcpt_to), COLUMNS[4][1]).ljust(COLUMNS[4][1] + 1), Style()),
+        ]
+        used = sum(len(text) for text, _ in cells)
+        cells.append((one_line(row.subject or "(no subject)", max(0, width - used)), Style(bold=True)))
+        segments = []
+        base = Style(reverse=True) if selected and self.has_focus else (Style(bgcolor="grey23") if selected else None)
+        for text, style in cells:
+            segments.append(Segment(text, style + base if base else style))
+        line = Strip(segments).crop(0, width)
+        if line.cell_length < width:
+            line = Strip([*line, Segment(" " * (width - line.cell_length), base)])
+        return line
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()

@@ -1,0 +1,77 @@
+"""Provides VerdictView: what a receiver would do, then one bordered pane per check family."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from lab.core.results import Level, Verdict
+from lab.render import FAMILY_ORDER
+from lab.textsafe import visible
+from lab.ui.format import STYLE, SYMBOL
+
+TITLES = {"transport": "Transport", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "sender": "Sender",
+          "headers": "Headers"}
+
+
+def check_text(checks) -> Group:
+    """The checks of one family: level, id, result, summary, evidence, fix."""
+    blocks = []
+    for ch in checks:
+        line = Text()
+        line.append(f"{SYMBOL[ch.level]} {ch.level.value:4} ", style=STYLE[ch.level])
+        line.append(ch.id, style="bold")
+        if ch.result:
+            line.append(f" ({ch.result})", style=STYLE[ch.level])
+        line.append("  " + visible(ch.summary))
+        blocks.append(line)
+        for key, value in ch.evidence.items():
+            ev = Text("    ")
+            ev.append(f"{key}: ", style="dim")
+            ev.append(visible(value))
+            blocks.append(ev)
+        if ch.fix and ch.level is not Level.PASS:
+            fix = Text("    ")
+            fix.append("fix: ", style="bold cyan")
+            fix.append(visible(ch.fix))
+            blocks.append(fix)
+        if ch.ref:
+            blocks.append(Text(f"    {ch.ref}", style="dim italic"))
+    return Group(*blocks)
+
+
+class VerdictView(VerticalScroll):
+    DEFAULT_CSS = """
+    VerdictView > .family { border: round $panel-lighten-2; padding: 0 1; margin: 0 0 1 0; height: auto; }
+    VerdictView > .family.level-pass { border: round $success; }
+    VerdictView > .family.level-warn { border: round $warning; }
+    VerdictView > .family.level-fail { border: round $error; }
+    VerdictView > .disposition { padding: 0 1; margin: 0 0 1 0; height: auto; }
+    VerdictView > .authres { padding: 0 1; height: auto; color: $text-muted; }
+    """
+
+    def show(self, verdict: Verdict | None) -> None:
+        self.remove_children()
+        if verdict is None:
+            self.mount(Static("Not analysed yet: the verdict appears in a moment.", classes="disposition"))
+            return
+        head = Text()
+        head.append(f" {SYMBOL[verdict.level]} {verdict.level.value.upper()} ", style=f"reverse {STYLE[verdict.level]}")
+        head.append("  What a receiver would do: ", style="bold")
+        head.append(visible(verdict.disposition))
+        widgets = [Static(head, classes="disposition")]
+        families = verdict.by_family()
+        for family in (*FAMILY_ORDER, *sorted(set(families) - set(FAMILY_ORDER))):
+            checks = families.get(family)
+            if not checks:
+                continue
+            level = Verdict.overall(checks)
+            pane = Static(check_text(checks), classes=f"family level-{level.value} family-{family}")
+            pane.border_title = f"{SYMBOL[level]} {TITLES.get(family, family)}"
+            widgets.append(pane)
+        widgets.append(Static(Text("Authentication-Results: " + visible(verdict.authentication_results)),
+                              classes="authres"))
+        self.mount_all(widgets)
+        self.scroll_home(animate=False)

@@ -1,0 +1,240 @@
+"""The Textual lab driven with Pilot: real mail over SMTP appears, tabs, filter, re-check, export, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import smtplib
+
+import pytest
+from rich.console import Console
+from support import BAD_IP, GOOD_IP, ZONES, message, sign
+from support.client import send
+
+from lab.config import Config
+from lab.ui.app import MaillabApp
+from lab.ui.widgets.message_list import MessageList
+
+SIZE = (140, 44)
+
+
+def make_app(tmp_path, **settings) -> MaillabApp:
+    config = Config(data_dir=tmp_path / "data", zones=[str(z) for z in ZONES], offline=True,
+                    relay_port=0, submission_port=0, smtps_port=0)
+    config.update(settings, "test")
+    return MaillabApp(config)
+
+
+async def smtp_send(app: MaillabApp, raw: bytes, ip: str = GOOD_IP, **kwargs) -> int:
+    def go() -> int:
+        with smtplib.SMTP("127.0.0.1", app.engine.ports["relay"], local_hostname="mail.example.com") as s:
+            s.ehlo()
+            s.docmd("XCLIENT", f"ADDR={ip}")
+            s.ehlo("mail.example.com")
+            return send(s, raw, **kwargs)
+    return await asyncio.to_thread(go)
+
+
+async def until(pilot, condition, timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def plain(renderable) -> str:
+    """What a renderable shows, as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def verdict_text(app: MaillabApp) -> str:
+    return "\n".join(plain(w.content) for w in app.query("VerdictView Static"))
+
+
+async def test_empty_lab_shows_how_to_send_the_first_message(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE):
+        welcome = app.query_one("#welcome")
+        relay = app.engine.ports["relay"]
+        assert f"swaks --server 127.0.0.1:{relay}" in welcome._markdown
+        assert "Send sample messages" in welcome._markdown
+        assert not app.query_one("#tabs").display
+
+
+async def test_mail_appears_live_and_the_selection_stays(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(MessageList)
+        first = await smtp_send(app, sign(message(subject="first")))
+        await until(pilot, lambda: listing.selected_id == first and "DMARC" in verdict_text(app))
+        assert "What a receiver would do" in verdict_text(app) and "dkim.example.com.rsa2048" in verdict_text(app)
+        second = await smtp_send(app, message(subject="second"), ip=BAD_IP)
+        await until(pilot, lambda: listing.count == 2)
+        assert listing.selected_id == first  # new mail did not steal the selection
+        assert listing.cursor == 1
+        await pilot.press("k")
+        await until(pilot, lambda: "second" in str(app.query_one("#status").render()) or listing.selected_id == second)
+        await until(pilot, lambda: "Reject" in verdict_text(app))
+
+
+async def test_tabs_show_headers_text_parts_raw_and_session(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await smtp_send(app, sign(message(subject="tabs please")))
+        await until(pilot, lambda: "DMARC" in verdict_text(app))
+        for key, widget, needle in (("2", "HeadersView", "tabs please"), ("3", "BodyView", "this is a test"),
+                                    ("5", "RawView", "␍␊"), ("6", "SessionView", "XCLIENT")):
+            await pilot.press(key)
+            await until(pilot, lambda w=widget, n=needle: n in plain(app.query_one(f"{w} Static").content))
+        await pilot.press("4")
+        await until(pilot, lambda: "text/plain" in str(app.query_one("PartsView").root.label))
+
+
+async def test_hostile_text_is_shown_escaped(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await smtp_send(app, message(subject="\x1b]52;c;b3duZWQ=\x07 \x1b[2J pwned \u202etxt"))
+        listing = app.query_one(MessageList)
+        await until(pilot, lambda: listing.count == 1)
+        await pilot.pause(0.3)
+        row = "".join(seg.text for seg in listing.render_line(1))
+        assert "pwned" in row and "\x1b" not in row and "\x07" not in row and "\u202e" not in row
+        for key in "23":
+            await pilot.press(key)
+            await pilot.pause(0.2)
+        rendered = plain(app.query_one("HeadersView Static").content)
+        assert "pwned" in rendered and "\x1b" not in rendered and "\u202e" not in rendered
+
+
+async def test_filter_by_verdict_and_text(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(MessageList)
+        await smtp_send(app, sign(message(subject="good one")))
+        await smtp_send(app, message(subject="spoofed one"), ip=BAD_IP)
+        await until(pilot, lambda: listing.count == 2 and app.store.count() == 2)
+        await pilot.pause(0.3)
+        await pilot.press("slash")
+        await pilot.press(*"verdict:fail")
+        await pilot.press("enter")
+        await until(pilot, lambda: listing.count == 1)
+        assert "spoofed" in listing.source.row(0).subject
+        await pilot.press("slash", "escape")
+        await until(pilot, lambda: listing.count == 2)
+        await pilot.press("slash")
+        await pilot.press(*"good")
+        await pilot.press("enter")
+        await until(pilot, lambda: listing.count == 1 and "good" in listing.source.row(0).subject)
+
+
+async def test_recheck_after_fixing_an_overlay_zone(tmp_path):
+    zone = tmp_path / "mine.zone"
+    zone.write_text('$ORIGIN mine.test.\n@ TXT "v=spf1 ip4:198.51.100.1 -all"\n_dmarc TXT "v=DMARC1; p=reject"\n')
+    app = make_app(tmp_path, zones=[str(zone)])
+    async with app.run_test(size=SIZE) as pilot:
+        await smtp_send(app, message(from_="app@mine.test"), mail_from="app@mine.test")
+        await until(pilot, lambda: "SPF fail" in verdict_text(app))
+        zone.write_text(f'$ORIGIN mine.test.\n@ TXT "v=spf1 ip4:{GOOD_IP} -all"\n_dmarc TXT "v=DMARC1; p=reject"\n')
+        await pilot.press("r")
+        await until(pilot, lambda: "SPF pass" in verdict_text(app) and "DMARC pass" in verdict_text(app))
+
+
+async def test_a_broken_zone_file_on_recheck_is_a_notification_not_a_crash(tmp_path):
+    zone = tmp_path / "mine.zone"
+    zone.write_text('mine.test. TXT "v=spf1 -all"\n')
+    app = make_app(tmp_path, zones=[str(zone)])
+    async with app.run_test(size=SIZE) as pilot:
+        await smtp_send(app, message())
+        zone.write_text("mine.test. NOSUCHTYPE x\n")
+        await pilot.pause(0.3)
+        await pilot.press("r")
+        await until(pilot, lambda: any("NOSUCHTYPE" in str(n.message) for n in app._notifications))
+        assert app.is_running
+
+
+async def test_export_copy_delete_and_clear(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(MessageList)
+        raw = sign(message(subject="keep me"))
+        first = await smtp_send(app, raw)
+        await smtp_send(app, message(subject="second"))
+        await smtp_send(app, message(subject="third"))
+        await until(pilot, lambda: listing.count == 3)
+        await pilot.pause(0.3)
+        await pilot.press("G")
+        await until(pilot, lambda: listing.selected_id == first)
+        await pilot.press("e")
+        exported = app.config.data_dir / "exports" / f"maillab-{first}.eml"
+        await until(pilot, exported.exists)
+        assert exported.read_bytes() == raw
+        await pilot.press("y")
+        assert app.clipboard.startswith("swaks --server 127.0.0.1:") and f"@{exported}" in app.clipboard
+        await pilot.press("d")
+        await until(pilot, lambda: listing.count == 2)
+        assert app.store.get(first) is None
+        await pilot.press("D")
+        await pilot.pause(0.2)
+        await pilot.press("n")  # the confirmation protects the rest
+        await pilot.pause(0.2)
+        assert app.store.count() == 2
+        await pilot.press("D")
+        await pilot.pause(0.2)
+        await pilot.press("y")
+        await until(pilot, lambda: app.store.count() == 0 and listing.count == 0)
+
+
+async def test_samples_from_the_palette_fill_every_pane(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Send sample")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        listing = app.query_one(MessageList)
+        await until(pilot, lambda: listing.count == 6 and all(listing.source.row(i).level for i in range(6)))
+
+
+async def test_help_opens_and_closes(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause(0.2)
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert app.screen.__class__.__name__ != "HelpScreen"
+
+
+async def test_a_busy_port_is_a_notification_and_the_rest_keeps_working(tmp_path):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        app = make_app(tmp_path, relay_port=busy.getsockname()[1])
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            assert any("relay" in str(n.message) for n in app._notifications)
+            assert "not listening" in str(app.query_one("#status").render())
+            assert set(app.engine.ports) == {"submission", "smtps"}
+    finally:
+        busy.close()
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+async def test_swaks_mail_shows_up(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        proc = await asyncio.create_subprocess_exec(
+            "swaks", "--server", f"127.0.0.1:{app.engine.ports['smtps']}", "--tls-on-connect", "--auth", "PLAIN",
+            "--auth-user", "u", "--auth-password", "p", "--from", "a@example.com", "--to", "b@example.net",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        assert await proc.wait() == 0
+        listing = app.query_one(MessageList)
+        await until(pilot, lambda: listing.count == 1 and listing.source.row(0).listener == "smtps")
