@@ -205,21 +205,40 @@ class Store:
         row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (message_id,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def summaries(self, limit: int | None = None, offset: int = 0, where: Filter | None = None) -> list[Summary]:
-        """Newest first, one page at a time: a list never loads the whole store."""
+    def summaries(self, limit: int | None = None, offset: int = 0, where: Filter | None = None,
+                  below_id: int | None = None, above_id: int | None = None) -> list[Summary]:
+        """Newest first, one page at a time: a list never loads the whole store.
+
+        `below_id` / `above_id` page from a known neighbour by key (no OFFSET scan at all); otherwise
+        an unfiltered OFFSET is applied to the primary key alone, before any join.
+        """
         clause, args = where.sql() if where else ("", [])
-        sql = ("SELECT m.id, m.received_at, m.listener, m.mail_from, m.rcpt_to, m.size, v.level, "
-               "v.from_header, v.to_header, v.subject, v.failed FROM messages m "
-               "LEFT JOIN verdicts v ON v.message_id = m.id" + clause)
-        sql += " ORDER BY m.id DESC"
+        cols = ("SELECT m.id, m.received_at, m.listener, m.mail_from, m.rcpt_to, m.size, v.level, "
+                "v.from_header, v.to_header, v.subject, v.failed FROM ")
+        join = "messages m LEFT JOIN verdicts v ON v.message_id = m.id"
+        order = "DESC"
+        if below_id is not None or above_id is not None:
+            key = "m.id < ?" if below_id is not None else "m.id > ?"
+            clause = clause + (" AND " if clause else " WHERE ") + key
+            args = [*args, below_id if below_id is not None else above_id]
+            order = "DESC" if below_id is not None else "ASC"
+            sql = f"{cols}{join}{clause} ORDER BY m.id {order}"
+        elif not clause and limit is not None:
+            sql = (f"{cols}(SELECT id FROM messages ORDER BY id DESC LIMIT ? OFFSET ?) AS page "
+                   "JOIN messages m ON m.id = page.id LEFT JOIN verdicts v ON v.message_id = m.id "
+                   "ORDER BY m.id DESC")
+            args, limit = [limit, offset], None
+        else:
+            sql = f"{cols}{join}{clause} ORDER BY m.id DESC"
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [limit, offset]
-        return [
+            sql += " LIMIT ?" + (" OFFSET ?" if below_id is None and above_id is None else "")
+            args += [limit] + ([offset] if below_id is None and above_id is None else [])
+        rows = [
             Summary(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], Level(r[6]) if r[6] else None,
                     r[7] or "", r[8] or "", r[9] or "", tuple((r[10] or "").split()))
             for r in self.db.execute(sql, args)
         ]
+        return rows[::-1] if order == "ASC" else rows
 
     def unanalysed(self, limit: int = 100) -> list[Capture]:
         rows = self.db.execute(

@@ -64,6 +64,7 @@ class MaillabApp(App):
         self._pending: set[int] = set()
         self._shown: Stored | None = None
         self._rendered: set[str] = set()
+        self._detail_timer = None
         self.start_errors: list[str] = []
 
     # layout ----------------------------------------------------------------------------------------
@@ -177,7 +178,10 @@ class MaillabApp(App):
             self._shown = None
             self._update_empty()
             return
-        self.load_detail(event.message_id)
+        # holding j/k or paging must not build every pane on the way: load once the cursor rests
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_timer = self.set_timer(0.06, lambda mid=event.message_id: self.load_detail(mid))
 
     @work(thread=True, exclusive=True, group="detail")
     def load_detail(self, message_id: int) -> None:

@@ -36,11 +36,20 @@ class ListSource:
         page = index // PAGE
         rows = self._pages.get(page)
         if rows is None:
-            if len(self._pages) > 20:
-                self._pages.clear()
-            rows = self._pages[page] = self.store.summaries(limit=PAGE, offset=page * PAGE, where=self.filter)
+            rows = self._pages[page] = self._fetch(page)
         offset = index - page * PAGE
         return rows[offset] if offset < len(rows) else None
+
+    def _fetch(self, page: int) -> list[Summary]:
+        """A page by key from a cached neighbour when there is one (no scan), else by offset."""
+        before, after = self._pages.get(page - 1), self._pages.get(page + 1)
+        if len(self._pages) > 50:
+            self._pages = {k: v for k, v in self._pages.items() if abs(k - page) <= 1}
+        if before and len(before) == PAGE:
+            return self.store.summaries(limit=PAGE, where=self.filter, below_id=before[-1].id)
+        if after:
+            return self.store.summaries(limit=PAGE, where=self.filter, above_id=after[0].id)
+        return self.store.summaries(limit=PAGE, offset=page * PAGE, where=self.filter)
 
     def index_of(self, message_id: int) -> int | None:
         return self.store.position(message_id, self.filter)

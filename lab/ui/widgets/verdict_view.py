@@ -43,6 +43,8 @@ def check_text(checks) -> Group:
 
 
 class VerdictView(VerticalScroll):
+    """Panes are made once and updated in place: moving through the list must not re-mount widgets."""
+
     DEFAULT_CSS = """
     VerdictView > .family { border: round $panel-lighten-2; padding: 0 1; margin: 0 0 1 0; height: auto; }
     VerdictView > .family.level-pass { border: round $success; }
@@ -52,26 +54,39 @@ class VerdictView(VerticalScroll):
     VerdictView > .authres { padding: 0 1; height: auto; color: $text-muted; }
     """
 
+    def compose(self):
+        yield Static("", classes="disposition")
+        for family in (*FAMILY_ORDER, "other"):
+            yield Static("", classes=f"family family-{family}")
+        yield Static("", classes="authres")
+
     def show(self, verdict: Verdict | None) -> None:
-        self.remove_children()
+        disposition = self.query_one(".disposition", Static)
+        panes = {family: self.query_one(f".family-{family}", Static) for family in (*FAMILY_ORDER, "other")}
+        authres = self.query_one(".authres", Static)
         if verdict is None:
-            self.mount(Static("Not analysed yet: the verdict appears in a moment.", classes="disposition"))
+            disposition.update("Not analysed yet: the verdict appears in a moment.")
+            for pane in panes.values():
+                pane.display = False
+            authres.display = False
             return
         head = Text()
         head.append(f" {SYMBOL[verdict.level]} {verdict.level.value.upper()} ", style=f"reverse {STYLE[verdict.level]}")
         head.append("  What a receiver would do: ", style="bold")
         head.append(visible(verdict.disposition))
-        widgets = [Static(head, classes="disposition")]
+        disposition.update(head)
         families = verdict.by_family()
-        for family in (*FAMILY_ORDER, *sorted(set(families) - set(FAMILY_ORDER))):
-            checks = families.get(family)
+        others = [c for f in sorted(set(families) - set(FAMILY_ORDER)) for c in families[f]]
+        for family, pane in panes.items():
+            checks = others if family == "other" else families.get(family)
+            pane.display = bool(checks)
             if not checks:
                 continue
             level = Verdict.overall(checks)
-            pane = Static(check_text(checks), classes=f"family level-{level.value} family-{family}")
-            pane.border_title = f"{SYMBOL[level]} {TITLES.get(family, family)}"
-            widgets.append(pane)
-        widgets.append(Static(Text("Authentication-Results: " + visible(verdict.authentication_results)),
-                              classes="authres"))
-        self.mount_all(widgets)
+            pane.update(check_text(checks))
+            for lv in ("pass", "warn", "fail"):
+                pane.set_class(level.value == lv, f"level-{lv}")
+            pane.border_title = f"{SYMBOL[level]} {TITLES.get(family, family.title())}"
+        authres.display = True
+        authres.update(Text("Authentication-Results: " + visible(verdict.authentication_results)))
         self.scroll_home(animate=False)

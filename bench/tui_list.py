@@ -1,0 +1,118 @@
+"""Benchmark: the message list with N stored messages, against Textual's DataTable holding the same rows.
+
+Measures time to first paint, to jump to the last message (G) and to page through 50 pages, with the
+lab's MessageList (line API, paged from SQLite) and, as the baseline in the same run, a DataTable
+loaded with every row. Run: `.venv/bin/python bench/tui_list.py [N]` (default 100,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from textual.app import App
+from textual.widgets import DataTable
+
+from lab.config import Config
+from lab.store import Store
+from lab.ui.app import MaillabApp
+from lab.ui.widgets.message_list import MessageList
+
+RAW = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: load test\r\n\r\nbody\r\n"
+
+
+def fill(db: Path, n: int) -> None:
+    Store(db).close()
+    con = sqlite3.connect(db)
+    verdict = json.dumps({"verdict": "warn", "disposition": "", "checks": [], "authentication_results": "x",
+                          "headers": {}})
+    with con:
+        con.executemany(
+            "INSERT INTO messages (received_at, raw, size, mail_from, rcpt_to, helo, listener, client_ip) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((f"2026-11-26T12:{i // 60 % 60:02d}:{i % 60:02d}+00:00", RAW, len(RAW), f"user{i}@example.com",
+              '["b@example.net"]', "h", "relay", "192.0.2.10") for i in range(n)))
+        con.execute("INSERT INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, failed,"
+                    " data) SELECT id, 'warn', received_at, mail_from, 'b@example.net', 'load test ' || id, '', ? "
+                    "FROM messages", (verdict,))
+    con.close()
+
+
+async def lab_timings(data_dir: Path) -> dict[str, float]:
+    config = Config(data_dir=data_dir, offline=True, relay_port=0, submission_port=0, smtps_port=0)
+    app = MaillabApp(config)
+    t0 = time.perf_counter()
+    async with app.run_test(size=(140, 44)) as pilot:
+        await pilot.pause()
+        first = time.perf_counter() - t0
+        listing = app.query_one(MessageList)
+        t1 = time.perf_counter()
+        await pilot.press("G")
+        await pilot.pause()
+        end = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        for _ in range(50):
+            await pilot.press("pageup")
+        await pilot.pause()
+        pages = time.perf_counter() - t2
+        assert listing.count > 0
+    return {"first_paint": first, "jump_to_end": end, "50_pages": pages}
+
+
+class TableApp(App):
+    def __init__(self, rows):
+        super().__init__()
+        self.rows = rows
+
+    def compose(self):
+        yield DataTable()
+
+    def on_mount(self):
+        table = self.query_one(DataTable)
+        table.add_columns("", "time", "listener", "from", "to", "subject")
+        table.add_rows(self.rows)
+
+
+async def table_timings(db: Path) -> dict[str, float]:
+    con = sqlite3.connect(db)
+    t0 = time.perf_counter()
+    rows = [("! warn", r[0][11:19], r[1], r[2], "b@example.net", r[3]) for r in con.execute(
+        "SELECT m.received_at, m.listener, m.mail_from, v.subject FROM messages m JOIN verdicts v "
+        "ON v.message_id = m.id ORDER BY m.id DESC")]
+    app = TableApp(rows)
+    async with app.run_test(size=(140, 44)) as pilot:
+        await pilot.pause()
+        first = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        await pilot.press("end")
+        await pilot.pause()
+        end = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        for _ in range(50):
+            await pilot.press("pageup")
+        await pilot.pause()
+        pages = time.perf_counter() - t2
+    return {"first_paint": first, "jump_to_end": end, "50_pages": pages}
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        t = time.perf_counter()
+        fill(data / "maillab.db", n)
+        print(f"stored {n:,} messages in {time.perf_counter() - t:.1f} s")
+        lab = asyncio.run(lab_timings(data))
+        table = asyncio.run(table_timings(data / "maillab.db"))
+    print(f"{'':14} {'MessageList':>12} {'DataTable':>12} {'ratio':>8}")
+    for key in lab:
+        print(f"{key:14} {lab[key]:11.3f}s {table[key]:11.3f}s {table[key] / lab[key]:7.1f}x")
+
+
+if __name__ == "__main__":
+    main()
