@@ -120,17 +120,18 @@ class MaillabApp(App):
     def _update_status(self) -> None:
         text = Text()
         text.append(" maillab ", style="bold reverse")
+        text.append(f" {self.config.bind}", style="cyan")
         for spec in self.engine.specs:
             text.append("  ")
             r = spec.role
-            mode = "TLS" if r.implicit_tls else ("STARTTLS" if r.require_tls else "STARTTLS?")
-            auth = "+AUTH" if r.require_auth else " no AUTH"
+            mode = "TLS" if r.implicit_tls else ("STARTTLS" if r.require_tls else "STARTTLS optional")
+            auth = "+AUTH" if r.require_auth else ", no AUTH"
             if spec.server is None:
                 text.append(f"{spec.listener.value} ✗ :{spec.port} not listening", style="bold red")
             else:
                 text.append(f"{spec.listener.value} ", style="bold")
-                text.append(f"{spec.host}:{spec.port}", style="cyan")
-                text.append(f" [{r.listener.real_port}: {mode}{auth}]", style="dim")
+                text.append(f":{spec.port}", style="cyan")
+                text.append(f" ({r.listener.real_port}: {mode}{auth})", style="dim")
         text.append("\n DNS: ", style="bold")
         text.append(self.engine.dns_mode)
         if self.source is not None and self.store is not None:

@@ -19,7 +19,13 @@ from lab.store import Summary
 from lab.ui.format import STYLE, SYMBOL, WORD, one_line
 from lab.ui.listsource import ListSource
 
-COLUMNS = (("", 7), ("time", 8), ("listener", 10), ("from", 30), ("to", 26))  # subject takes the rest
+def columns(width: int) -> list[tuple[str, int]]:
+    """Column widths for a terminal width; the subject takes what is left, narrow screens drop To first."""
+    if width >= 120:
+        return [("", 7), ("time", 8), ("listener", 10), ("from", 30), ("to", 26)]
+    if width >= 90:
+        return [("", 7), ("time", 8), ("listener", 10), ("from", 28)]
+    return [("", 7), ("time", 8), ("from", 22)]
 
 
 class MessageList(ScrollView, can_focus=True):
@@ -133,20 +139,21 @@ class MessageList(ScrollView, can_focus=True):
 
     def _header(self, width: int) -> Strip:
         style = Style(bold=True, dim=True, underline=True)
-        text = "".join(name.ljust(w + 1) for name, w in COLUMNS) + "subject"
+        text = "".join(name.ljust(w + 1) for name, w in columns(width)) + "subject"
         return Strip([Segment(text[:width].ljust(width), style)])
 
     def _row(self, row: Summary, width: int, selected: bool) -> Strip:
         level = row.level
         badge = f"{SYMBOL[level]} {WORD[level]}"
         time = row.received_at[11:19]
-        cells = [
-            (badge.ljust(COLUMNS[0][1] + 1), Style.parse(STYLE[level])),
-            (time.ljust(COLUMNS[1][1] + 1), Style(dim=True)),
-            (row.listener.ljust(COLUMNS[2][1] + 1), Style()),
-            (one_line(row.from_header or row.mail_from or "<>", COLUMNS[3][1]).ljust(COLUMNS[3][1] + 1), Style()),
-            (one_line(row.to_header or ", ".join(row.rcpt_to), COLUMNS[4][1]).ljust(COLUMNS[4][1] + 1), Style()),
-        ]
+        values = {
+            "": (badge, Style.parse(STYLE[level])),
+            "time": (time, Style(dim=True)),
+            "listener": (row.listener, Style()),
+            "from": (row.from_header or row.mail_from or "<>", Style()),
+            "to": (row.to_header or ", ".join(row.rcpt_to), Style()),
+        }
+        cells = [(one_line(values[name][0], w).ljust(w + 1), values[name][1]) for name, w in columns(width)]
         used = sum(len(text) for text, _ in cells)
         cells.append((one_line(row.subject or "(no subject)", max(0, width - used)), Style(bold=True)))
         segments = []

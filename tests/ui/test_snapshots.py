@@ -1,0 +1,95 @@
+"""Snapshot tests of the lab's screens at a fixed size: the main screen with sample mail, then each tab.
+
+The store is filled before the app starts with fixture messages at fixed times, judged through the
+fixture zones, so every run draws the same screen. The listeners use fixed ports because the status
+line shows them; if any is taken on this machine the snapshots are skipped (the Pilot tests still run).
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lab.config import Config
+from lab.core.analyse import analyse
+from lab.core.dnsview import LayeredView
+from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.resolver import load_zones
+from lab.store import Store
+from lab.ui.app import MaillabApp
+from support import FIXTURES, GOOD_IP, ZONES
+
+PORTS = (47525, 47587, 47465)
+SIZE = (130, 42)
+RECEIVED = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
+
+
+def _ports_free() -> bool:
+    for port in PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _ports_free(), reason=f"snapshot ports {PORTS} are in use on this machine")
+
+
+def _fill(data_dir: Path) -> None:
+    view = LayeredView(load_zones(ZONES))
+    store = Store(data_dir / "maillab.db")
+    messages = [
+        ("welcome.eml", "orders@example.com", Transport(Listener.SUBMISSION, 587, "TLSv1.3", "TLS_AES_256_GCM_SHA384",
+                                                        "PLAIN", "shop-app"), GOOD_IP),
+        ("spoof.eml", "ceo@example.com", Transport(Listener.RELAY, 25), "203.0.113.5"),
+        ("hostile.eml", "alerts@example.org", Transport(Listener.RELAY, 25), "198.51.100.9"),
+    ]
+    for n, (name, mail_from, transport, ip) in enumerate(messages):
+        capture = Capture((FIXTURES / "messages" / name).read_bytes(),
+                          Envelope(mail_from, ("bob@example.net",), "mail.example.com"), transport,
+                          Client(ip=ip, peer_ip="127.0.0.1", source="xclient"),
+                          received_at=RECEIVED.replace(second=5 + n))
+        mid = store.add(capture, [[0.0, "<", "220 maillab.localhost maillab ESMTP"], [0.001, ">", "EHLO mail.example.com"]])
+        store.save_verdict(mid, analyse(capture, view, authserv_id="maillab.localhost"))
+    store.close()
+
+
+def _app(tmp_path: Path) -> MaillabApp:
+    data = tmp_path / "data"
+    data.mkdir()
+    _fill(data)
+    config = Config(data_dir=data, zones=[str(z) for z in ZONES], offline=True, relay_port=PORTS[0],
+                    submission_port=PORTS[1], smtps_port=PORTS[2])
+    return MaillabApp(config)
+
+
+async def _settle(pilot) -> None:
+    await pilot.pause(0.4)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.2)
+
+
+@pytest.mark.parametrize(("name", "keys"), [
+    ("main_verdict_hostile", []),
+    ("verdict_spoof", ["j"]),
+    ("verdict_welcome", ["j", "j"]),
+    ("headers", ["j", "j", "2"]),
+    ("text", ["j", "j", "3"]),
+    ("parts", ["j", "j", "4"]),
+    ("raw", ["5"]),
+    ("session", ["j", "j", "6"]),
+    ("filter_fail", ["slash", *"verdict:fail", "enter"]),
+])
+def test_screens(snap_compare, tmp_path, name, keys):
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _settle(pilot)
+
+    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=run_before)
