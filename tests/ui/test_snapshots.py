@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import FIXTURES, GOOD_IP, ZONES
 
 from lab.config import Config
 from lab.core.analyse import analyse
@@ -20,7 +21,6 @@ from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.resolver import load_zones
 from lab.store import Store
 from lab.ui.app import MaillabApp
-from support import FIXTURES, GOOD_IP, ZONES
 
 PORTS = (47525, 47587, 47465)
 SIZE = (130, 42)
@@ -54,7 +54,8 @@ def _fill(data_dir: Path) -> None:
                           Envelope(mail_from, ("bob@example.net",), "mail.example.com"), transport,
                           Client(ip=ip, peer_ip="127.0.0.1", source="xclient"),
                           received_at=RECEIVED.replace(second=5 + n))
-        mid = store.add(capture, [[0.0, "<", "220 maillab.localhost maillab ESMTP"], [0.001, ">", "EHLO mail.example.com"]])
+        session = [[0.0, "<", "220 maillab.localhost maillab ESMTP"], [0.001, ">", "EHLO mail.example.com"]]
+        mid = store.add(capture, session)
         store.save_verdict(mid, analyse(capture, view, authserv_id="maillab.localhost"))
     store.close()
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from support import ZONES
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("swaks") is None,

@@ -19,6 +19,7 @@ from lab.store import Summary
 from lab.ui.format import STYLE, SYMBOL, WORD, one_line
 from lab.ui.listsource import ListSource
 
+
 def columns(width: int) -> list[tuple[str, int]]:
     """Column widths for a terminal width; the subject takes what is left, narrow screens drop To first."""
     if width >= 120:
