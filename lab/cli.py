@@ -160,8 +160,7 @@ def _view(config: Config):
 def cmd_ui(config: Config) -> int:
     from lab.ui.app import MaillabApp
 
-    _view(config)  # a broken zone file is a usage error before the screen is taken over
-    MaillabApp(config).run()
+    MaillabApp(config).run()  # a broken zone file or a busy port is a notification there
     return 0
 
 

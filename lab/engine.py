@@ -32,8 +32,10 @@ Subscriber = Callable[[Capture, Verdict], None]
 
 
 class Engine:
-    def __init__(self, config: Config, view: DnsView | None = None):
+    def __init__(self, config: Config, view: DnsView | None = None, tolerant: bool = False):
+        """`tolerant`: a broken zone file is left out and reported in `dns_errors` instead of raising."""
         self.config = config
+        self.dns_errors: list[str] | None = [] if tolerant else None
         self.view = view if view is not None else self.build_view()
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
                                                        config.smtps_port)
@@ -46,7 +48,10 @@ class Engine:
     def build_view(self) -> DnsView:
         """Overlay files (read now), the built-in sample zone, then system DNS unless offline."""
         cfg = self.config
-        return build_view(cfg.zones, cfg.offline, cfg.nameserver, extra=[samples.zone(cfg.data_dir)])
+        if self.dns_errors is not None:
+            self.dns_errors.clear()
+        return build_view(cfg.zones, cfg.offline, cfg.nameserver, extra=[samples.zone(cfg.data_dir)],
+                          errors=self.dns_errors)
 
     def reload_dns(self) -> None:
         """Re-read the overlay files, so a fixed record takes effect on the next analysis."""

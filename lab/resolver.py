@@ -15,7 +15,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from lab.core.dnsview import Answer, DnsTempError, LayeredView, ZoneView, rdata_value
+from lab.core.dnsview import Answer, DnsTempError, LayeredView, ZoneSyntaxError, ZoneView, rdata_value
 
 DEFAULT_LIFETIME = 2.0
 DEAD_FOR = 5.0  # after a timeout, fail fast for this long so one message costs one timeout
@@ -71,22 +71,28 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     return text, 53
 
 
-def load_zones(paths: Iterable[str | Path]) -> ZoneView:
-    """Read zone overlay files; a file that cannot be read or parsed raises with its name and line."""
+def load_zones(paths: Iterable[str | Path], errors: list[str] | None = None) -> ZoneView:
+    """Read zone overlay files. A file that cannot be read or parsed raises with its name and line, or,
+    when `errors` is given, is left out and described there (the TUI keeps running without it)."""
     views = []
     for p in paths:
         path = Path(p).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FileNotFoundError(f"zone file {path}: {exc.strerror or exc}") from exc
-        views.append(ZoneView.from_text(text, label=str(path)))
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise FileNotFoundError(f"zone file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+            views.append(ZoneView.from_text(text, label=str(path)))
+        except (FileNotFoundError, ZoneSyntaxError) as exc:
+            if errors is None:
+                raise
+            errors.append(f"{exc} (left out of the overlay)")
     return ZoneView.merge(views)
 
 
 def build_view(zones: Iterable[str | Path], offline: bool, nameserver: str | None = None,
-               extra: Iterable[ZoneView] = ()) -> LayeredView:
-    overlay = ZoneView.merge([load_zones(zones), *extra])
+               extra: Iterable[ZoneView] = (), errors: list[str] | None = None) -> LayeredView:
+    overlay = ZoneView.merge([load_zones(zones, errors), *extra])
     return LayeredView(overlay, None if offline else SystemView(nameserver))
 
 

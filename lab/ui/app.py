@@ -57,7 +57,7 @@ class MaillabApp(App):
     def __init__(self, config: Config, engine: Engine | None = None):
         super().__init__()
         self.config = config
-        self.engine = engine or Engine(config)
+        self.engine = engine or Engine(config, tolerant=True)
         self.runner = EngineThread(self.engine)
         self.store: Store | None = None
         self.source: ListSource | None = None
@@ -98,6 +98,8 @@ class MaillabApp(App):
             self.start_errors = [f"the lab could not start: {exc}"]
         for error in self.start_errors:
             self.notify(visible(error), title="Listener", severity="error", timeout=15)
+        for error in self.engine.dns_errors or []:
+            self.notify(visible(error), title="Zone file", severity="error", timeout=15)
         self.store = Store(self.config.db_path)
         self.source = ListSource(self.store)
         message_list = MessageList(self.source, id="messages")
@@ -339,6 +341,8 @@ class MaillabApp(App):
         except (ZoneSyntaxError, OSError) as exc:
             self.call_from_thread(self.notify, visible(str(exc)), title="Zone file", severity="error", timeout=15)
             return
+        for error in self.engine.dns_errors or []:
+            self.call_from_thread(self.notify, visible(error), title="Zone file", severity="error", timeout=15)
         store = Store(self.config.db_path)
         try:
             ids = store.ids() if everything else [m for m in [self._selected()] if m is not None]

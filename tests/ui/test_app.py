@@ -156,6 +156,18 @@ async def test_a_broken_zone_file_on_recheck_is_a_notification_not_a_crash(tmp_p
         assert app.is_running
 
 
+async def test_a_broken_zone_file_at_start_is_left_out_with_a_notification(tmp_path):
+    bad = tmp_path / "bad.zone"
+    bad.write_text("x.test. NOSUCHTYPE y\n")
+    app = make_app(tmp_path, zones=[*map(str, ZONES), str(bad)])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert any("bad.zone" in str(n.message) and "left out" in str(n.message) for n in app._notifications)
+        first = await smtp_send(app, sign(message()))  # the good zones still answer
+        await until(pilot, lambda: app.query_one(MessageList).selected_id == first and "DMARC pass" in
+                    verdict_text(app))
+
+
 async def test_export_copy_delete_and_clear(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
