@@ -74,6 +74,16 @@ class VerdictView(VerticalScroll):
         head.append(f" {SYMBOL[verdict.level]} {verdict.level.value.upper()} ", style=f"reverse {STYLE[verdict.level]}")
         head.append("  What a receiver would do: ", style="bold")
         head.append(visible(verdict.disposition))
+        problems = [c for c in verdict.checks if c.level is Level.FAIL] + \
+                   [c for c in verdict.checks if c.level is Level.WARN]
+        if problems:
+            head.append("\n\n Why:", style="bold")
+            for c in problems[:6]:
+                head.append(f"\n   {SYMBOL[c.level]} ", style=STYLE[c.level])
+                head.append(f"{c.id}: ", style="bold")
+                head.append(visible(c.summary))
+            if len(problems) > 6:
+                head.append(f"\n   … and {len(problems) - 6} more below", style="dim")
         disposition.update(head)
         families = verdict.by_family()
         others = [c for f in sorted(set(families) - set(FAMILY_ORDER)) for c in families[f]]
