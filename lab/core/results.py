@@ -96,8 +96,13 @@ def check(
     ref: str | None = None,
     **evidence: object,
 ) -> CheckResult:
-    """Build a CheckResult, dropping empty evidence and turning values into strings."""
+    """Build a CheckResult, dropping empty evidence and turning values into strings.
+
+    A failing or warning result also carries its rule as `evidence["rfc"]`, so users can look it up.
+    """
     ev = {k.replace("_", "-"): _text(v) for k, v in evidence.items() if v not in (None, "", (), [])}
+    if ref and level in (Level.FAIL, Level.WARN) and ref.startswith("RFC"):
+        ev.setdefault("rfc", ref)
     return CheckResult(id, level, summary, result, MappingProxyType(ev), fix, ref)
 
 

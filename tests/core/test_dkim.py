@@ -295,3 +295,13 @@ def test_hostile_d_value_is_rejected_before_any_lookup():
     assert (r.result, r.evidence["reason"]) == ("permerror", "invalid signature")
     assert "d= value is not valid" in r.evidence["detail"]
     assert dns.asked == []
+
+
+@pytest.mark.parametrize(("alter", "rfc"), [
+    (lambda raw: raw.replace(b"this is a test", b"this is a TEST"), "RFC 6376 §6.1.3"),
+    (lambda raw: raw.replace(b"s=rsa2048", b"s=missing"), "RFC 6376 §6.1.2"),
+    (lambda raw: raw.replace(b"s=rsa2048", b"s=revoked"), "RFC 6376 §3.6.1"),
+])
+def test_failures_name_their_rfc_section(view, alter, rfc):
+    r = only(run(alter(sign(message())), view))
+    assert r.evidence["rfc"] == rfc

@@ -78,7 +78,8 @@ def test_parse_lists_the_first_problems():
     raw = b"".join(b"broken line %d\r\n" % i for i in range(10)) + b"From: a@example.com\r\n\r\n"
     (found,) = of(run(raw), "headers.parse")
     assert found.summary.startswith("10 problem")
-    assert set(found.evidence) == {"problem-1", "problem-2", "problem-3"}
+    assert set(found.evidence) == {"problem-1", "problem-2", "problem-3", "rfc"}
+    assert found.evidence["rfc"].startswith("RFC 5322")
     assert "broken line 0" in found.evidence["problem-1"]
 
 

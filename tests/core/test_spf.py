@@ -236,3 +236,15 @@ def test_concurrent_checks_each_see_their_own_view():
     assert out["deny"][0] == "fail" and out["deny"][2] == "-all"
     assert views["allow"].asked == views["deny"].asked == ["example.com TXT", "example.com A"]
     assert spf._current_view.get() is None  # nothing leaks into the caller's context
+
+
+@pytest.mark.parametrize(("mail_from", "ip", "rfc"), [
+    ("a@example.com", BAD_IP, "RFC 7208 §2.6.4"),
+    ("a@example.org", BAD_IP, "RFC 7208 §2.6.5"),
+    ("a@lookups.test", GOOD_IP, "RFC 7208 §4.6.4"),
+    ("a@twospf.test", GOOD_IP, "RFC 7208 §4.5"),
+    ("a@badmech.test", BAD_IP, "RFC 7208 §4.6.1"),
+])
+def test_failing_results_name_their_rfc_section(view, mail_from, ip, rfc):
+    r = one(analyse(capture(message(from_=mail_from), mail_from=mail_from, ip=ip, helo=None), view), "spf.mailfrom")
+    assert r.evidence["rfc"] == rfc == r.ref

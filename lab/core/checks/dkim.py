@@ -18,6 +18,21 @@ from lab.core.results import AuthResult, CheckResult, Level, check
 
 MIN_KEY_BITS = 1024
 
+# the rule behind each failure reason
+_SECTIONS = {
+    "body hash mismatch": "RFC 6376 §6.1.3",
+    "signature mismatch": "RFC 6376 §6.1.3",
+    "no key for signature": "RFC 6376 §6.1.2",
+    "key revoked": "RFC 6376 §3.6.1",
+    "key malformed": "RFC 6376 §3.6.1",
+    "key type mismatch": "RFC 6376 §3.6.1",
+    "key too short": "RFC 8301 §3.2",
+    "signature expired": "RFC 6376 §3.5",
+    "timestamp in the future": "RFC 6376 §3.5",
+    "From not signed": "RFC 6376 §5.4",
+    "invalid signature": "RFC 6376 §6.1.1",
+}
+
 
 class _Collector(logging.Handler):
     def __init__(self):
@@ -88,7 +103,8 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
         return keys[0] if keys else None
 
     def result(level: Level, word: str, summary: str, fix: str | None = None, **more) -> CheckResult:
-        return check(cid, level, summary, result=word, fix=fix, ref="RFC 6376", **evidence, **more)
+        ref = _SECTIONS.get(more.get("reason", ""), "RFC 6376 §6.1" if word != "pass" else "RFC 6376 §6.3")
+        return check(cid, level, summary, result=word, fix=fix, ref=ref, **evidence, **more)
 
     if not tags:
         return result(Level.FAIL, AuthResult.PERMERROR, "DKIM-Signature tags cannot be parsed",

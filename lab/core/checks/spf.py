@@ -115,12 +115,32 @@ def _result(cid: str, ctx: Context, domain: str, sender: str, helo: str, identit
     summary = _MEANING.get(result, result).format(ip=ip, domain=domain)
     level = levels.get(result, Level.WARN)
     return check(
-        cid, level, f"SPF {result}: {summary}", result=result, ref="RFC 7208",
+        cid, level, f"SPF {result}: {summary}", result=result, ref=_section(result, explanation),
         fix=None if result == "pass" else _fix(result, domain, ip, record, ctx.capture.client.is_loopback),
         identity=identity, domain=domain, client_ip=ip, record=record, mechanism=mechanism,
         dns_lookups=f"{lookups} of 10" if lookups else None,
         explanation=explanation if result not in ("pass", "none") else None,
     )
+
+
+_SECTIONS = {"pass": "RFC 7208 §2.6.3", "fail": "RFC 7208 §2.6.4", "softfail": "RFC 7208 §2.6.5",
+             "neutral": "RFC 7208 §2.6.2", "none": "RFC 7208 §2.6.1", "temperror": "RFC 7208 §2.6.6",
+             "permerror": "RFC 7208 §2.6.7"}
+
+
+def _section(result: str, explanation: str) -> str:
+    """The RFC 7208 section behind a result, down to the rule a permerror broke."""
+    text = explanation.lower()
+    if result == "permerror":
+        if "lookup" in text:
+            return "RFC 7208 §4.6.4"  # more than 10 DNS-querying terms, or more than 2 void lookups
+        if "two or more" in text:
+            return "RFC 7208 §4.5"
+        if "unknown mechanism" in text or "invalid" in text or "qualifier" in text:
+            return "RFC 7208 §4.6.1"
+        if "include" in text or "redirect" in text or "no spf record" in text:
+            return "RFC 7208 §5.2"
+    return _SECTIONS.get(result, "RFC 7208")
 
 
 def _fix(result: str, domain: str, ip: str, record: str | None, loopback: bool) -> str:
