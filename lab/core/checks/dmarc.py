@@ -25,11 +25,15 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
-def org_domain(domain: str) -> str:
-    """The organisational domain (RFC 7489 §3.2): the public suffix plus one label."""
+def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
+    """The organisational domain (RFC 7489 §3.2): the public suffix plus one label.
+
+    A public suffix (or a name the list cannot place) is its own organisational domain. `psl` replaces
+    the list bundled with publicsuffixlist, e.g. a snapshot for its own tests.
+    """
     domain = domain.rstrip(".").lower()
     try:
-        return _psl().privatesuffix(domain) or domain
+        return (_psl() if psl is None else psl).privatesuffix(domain) or domain
     except Exception:  # noqa: BLE001 - odd labels must not break the check
         return domain
 
@@ -85,6 +89,7 @@ def parse_record(raw: str) -> DmarcRecord:
     if sp is not None and sp not in POLICIES:
         problems.append(f"sp={sp!r} is not valid")
         sp = None
+        p = "none" if rua else None  # RFC 7489 §6.6.3: an invalid sp voids the policy as an invalid p does
     np = tags.get("np", "").lower() or None
     if np is not None and np not in POLICIES:
         problems.append(f"np={np!r} is not valid")
@@ -208,8 +213,9 @@ def _policy(view: DnsView, record: DmarcRecord, at_org: bool, from_domain: str) 
 
 
 def _exists(view: DnsView, domain: str) -> bool:
+    """RFC 9091 §2.1: a domain does not exist when A, AAAA and MX all answer NXDOMAIN or NODATA."""
     try:
-        return view.lookup(domain, "A").exists
+        return any(view.lookup(domain, rtype).records for rtype in ("A", "AAAA", "MX"))
     except DnsTempError:
         return True
 
