@@ -7,7 +7,7 @@ from lab.core.results import Level, Verdict
 from lab.textsafe import visible
 
 SYMBOL = {Level.PASS: "✓", Level.INFO: "·", Level.WARN: "!", Level.FAIL: "✗"}
-FAMILY_ORDER = ("transport", "spf", "dkim", "dmarc", "sender", "headers")
+FAMILY_ORDER = ("transport", "spf", "dkim", "dmarc", "arc", "sender", "headers")
 
 
 def message_json(capture: Capture, verdict: Verdict | None, analysed_at: str | None = None) -> dict:

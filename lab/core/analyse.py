@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from lab.core.authres import render
+from lab.core.checks.arc import check_arc
 from lab.core.checks.dkim import check_dkim
 from lab.core.checks.dmarc import check_dmarc
 from lab.core.checks.headers import check_headers
@@ -30,11 +31,12 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("spf", check_mailfrom),
     ("spf", check_helo),
     ("dkim", check_dkim),
+    ("arc", check_arc),
     ("sender", check_sender),
     ("headers", check_headers),
 )
 
-FAMILIES = ("transport", "spf", "dkim", "dmarc", "sender", "headers")
+FAMILIES = ("transport", "spf", "dkim", "dmarc", "arc", "sender", "headers")
 
 
 def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab") -> Verdict:

@@ -9,7 +9,7 @@ from lab.core.results import CheckResult
 
 
 def render(authserv_id: str, capture: Capture, checks: Iterable[CheckResult]) -> str:
-    """`Authentication-Results: <id>; spf=...; dkim=...; dmarc=...` as one unfolded line."""
+    """`Authentication-Results: <id>; spf=...; dkim=...; dmarc=...; arc=...` as one unfolded line."""
     parts: list[str] = []
     for c in checks:
         if c.result is None:
@@ -35,6 +35,8 @@ def render(authserv_id: str, capture: Capture, checks: Iterable[CheckResult]) ->
             props = f" header.from={_value(c.evidence['from-domain'])}" if "from-domain" in c.evidence else ""
             comment = f" (p={policy})" if policy else ""
             parts.append(f"dmarc={c.result}{comment}{props}")
+        elif c.family == "arc":
+            parts.append(f"arc={c.result}")
     if not parts:
         return f"{authserv_id}; none"
     return f"{authserv_id}; " + "; ".join(parts)

@@ -106,7 +106,7 @@ class MaillabApp(App):
         self.query_one("#list").mount(message_list, before=0)
         self.query_one("#list").border_title = "Messages"
         self.engine.subscribe(lambda capture, verdict: self.post_message(Analysed(capture.id)))
-        self.set_interval(0.15, self._flush)
+        self.set_interval(0.15, self._flush_pending)
         message_list.reload()
         message_list.focus()
         self._update_status()
@@ -162,7 +162,7 @@ class MaillabApp(App):
     def on_analysed(self, message: Analysed) -> None:
         self._pending.add(message.message_id)
 
-    def _flush(self) -> None:
+    def _flush_pending(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
@@ -320,7 +320,7 @@ class MaillabApp(App):
         self.store.delete(mid)
         self._pending.add(-1)
         self.notify(f"Deleted message {mid}")
-        self._flush()
+        self._flush_pending()
 
     def action_clear(self) -> None:
         def done(yes: bool | None) -> None:
@@ -328,7 +328,7 @@ class MaillabApp(App):
                 n = self.store.clear()
                 self._shown = None
                 self._pending.add(-1)
-                self._flush()
+                self._flush_pending()
                 self.notify(f"Deleted {n} messages")
 
         count = self.store.count() if self.store else 0

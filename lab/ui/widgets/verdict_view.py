@@ -12,7 +12,7 @@ from lab.render import FAMILY_ORDER
 from lab.textsafe import visible
 from lab.ui.format import STYLE, SYMBOL
 
-TITLES = {"transport": "Transport", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "sender": "Sender",
+TITLES = {"transport": "Transport", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "arc": "ARC", "sender": "Sender",
           "headers": "Headers"}
 
 
