@@ -193,7 +193,7 @@ class MaillabApp(App):
             stored = store.get(message_id)
         finally:
             store.close()
-        if stored is not None:
+        if stored is not None and self.is_running:
             self.call_from_thread(self._show, stored)
 
     def _show(self, stored: Stored) -> None:
@@ -208,8 +208,8 @@ class MaillabApp(App):
     def _render_tab(self, tab: str) -> None:
         """Only the visible tab is built; the others when they are opened."""
         stored = self._shown
-        if stored is None or tab in self._rendered:
-            return
+        if stored is None or tab in self._rendered or not self.query(VerdictView):
+            return  # nothing to show, already shown, or the app is closing under a late worker
         self._rendered.add(tab)
         raw = stored.capture.raw
         if tab == "verdict":
