@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import __version__
-from lab.config import Config, load
+from lab.config import Config, exposed_warning, load
 from lab.core.analyse import analyse
 from lab.core.dnsview import ZoneSyntaxError
 from lab.core.message import ParsedMessage, parse_mailboxes
@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--json", action="store_true", help="print JSON lines instead")
     s.add_argument("--credentials", metavar="FILE", help="accept only these user:password lines for AUTH")
+    s.add_argument("--max-messages", type=int, metavar="N", help="keep only the newest N messages (0: all)")
 
     c = sub.add_parser("check", help="analyse a message file without SMTP")
     _common(c)
@@ -95,7 +96,7 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
-            "smtps_port", "credentials")}
+            "smtps_port", "credentials", "max_messages")}
         config.update(values, "command line")
         if args.zones:
             config.zones = [*config.zones, *args.zones]
@@ -184,6 +185,8 @@ def cmd_serve(config: Config, as_json: bool) -> int:
         except OSError as exc:
             raise UsageError(str(exc)) from exc
         out = sys.stderr
+        if exposed_warning(config.bind):
+            print(f"maillab: WARNING: {exposed_warning(config.bind)}", file=out)
         for spec in engine.specs:
             print(f"maillab: listening {spec.describe()}", file=out)
         print(f"maillab: DNS {engine.dns_mode}; store {config.db_path}", file=out, flush=True)

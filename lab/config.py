@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,12 @@ class Config:
     max_recipients: int = 100
     credentials: str | None = None  # a file of user:password lines; unset accepts any AUTH
     idle_timeout: float = 300.0
+    max_messages: int = 0  # keep at most this many messages, pruning the oldest; 0 keeps everything
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data directory owner-only (captured mail is private); an existing one is left as it is."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.data_dir
 
     @property
     def db_path(self) -> Path:
@@ -77,3 +84,15 @@ def load(path: Path | None = None) -> Config:
             data["zones"] = [str(base / Path(z).expanduser()) for z in data["zones"]]
         config.update(data, str(path))
     return config
+
+
+def exposed_warning(bind: str) -> str | None:
+    """A loud warning when the listeners are reachable from other machines."""
+    try:
+        if ipaddress.ip_address(bind).is_loopback:
+            return None
+    except ValueError:
+        if bind == "localhost":
+            return None
+    return (f"listening on {bind}, not loopback: anyone who can reach this machine can send mail into the "
+            "lab and read what it answers. Use --bind 127.0.0.1 unless you mean it.")

@@ -35,6 +35,7 @@ class Engine:
     def __init__(self, config: Config, view: DnsView | None = None, tolerant: bool = False):
         """`tolerant`: a broken zone file is left out and reported in `dns_errors` instead of raising."""
         self.config = config
+        config.ensure_data_dir()
         self.dns_errors: list[str] | None = [] if tolerant else None
         self.view = view if view is not None else self.build_view()
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
@@ -42,7 +43,7 @@ class Engine:
         self.subscribers: list[Subscriber] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self._wake.set())
+        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self._wake.set(), keep=config.max_messages)
         self._worker: threading.Thread | None = None
 
     def build_view(self) -> DnsView:

@@ -8,6 +8,7 @@ bytes that are on disk.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,7 +135,9 @@ class Stored:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():  # captured mail is private: the owner only (SQLite copies this to -wal/-shm)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -174,6 +177,14 @@ class Store:
             (message_id, verdict.level.value, _now(), h.get("from", ""), h.get("to", ""), h.get("subject", ""),
              " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()), message_id),
         )
+
+    def prune(self, keep: int) -> int:
+        """Delete the oldest messages beyond the newest `keep`; returns how many went."""
+        if keep <= 0:
+            return 0
+        return self.db.execute(
+            "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (keep,)).rowcount
 
     def delete(self, message_id: int) -> bool:
         return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 def ensure_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     """Return (cert, key) paths, creating a fresh pair if either is missing."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path

@@ -129,7 +129,7 @@ async def start_listeners(
                 data_size_limit=max_size, timeout=idle_timeout, loop=loop,
             )
         try:
-            spec.server = await loop.create_server(factory, spec.host, spec.port,
+            spec.server = await loop.create_server(factory, spec.host, spec.port, backlog=1024,
                                                    ssl=tls if spec.role.implicit_tls else None)
         except OSError as exc:
             flag = f"--{spec.listener.value}-port"

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from lab import samples
-from lab.config import Config
+from lab.config import Config, exposed_warning
 from lab.core import mime
 from lab.core.dnsview import ZoneSyntaxError
 from lab.engine import Engine, EngineThread
@@ -100,6 +100,8 @@ class MaillabApp(App):
             self.notify(visible(error), title="Listener", severity="error", timeout=15)
         for error in self.engine.dns_errors or []:
             self.notify(visible(error), title="Zone file", severity="error", timeout=15)
+        if exposed_warning(self.config.bind):
+            self.notify(exposed_warning(self.config.bind), title="Not loopback", severity="warning", timeout=20)
         self.store = Store(self.config.db_path)
         self.source = ListSource(self.store)
         message_list = MessageList(self.source, id="messages")

@@ -3,56 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
-import smtplib
 
 import pytest
-from rich.console import Console
 from support import BAD_IP, GOOD_IP, ZONES, message, sign
-from support.client import send
+from support.client import send  # noqa: F401
+from support.ui import make_app, plain, smtp_send, until, verdict_text  # noqa: F401
 
-from lab.config import Config
-from lab.ui.app import MaillabApp
 from lab.ui.widgets.message_list import MessageList
 
 SIZE = (140, 44)
-
-
-def make_app(tmp_path, **settings) -> MaillabApp:
-    config = Config(data_dir=tmp_path / "data", zones=[str(z) for z in ZONES], offline=True,
-                    relay_port=0, submission_port=0, smtps_port=0)
-    config.update(settings, "test")
-    return MaillabApp(config)
-
-
-async def smtp_send(app: MaillabApp, raw: bytes, ip: str = GOOD_IP, **kwargs) -> int:
-    def go() -> int:
-        with smtplib.SMTP("127.0.0.1", app.engine.ports["relay"], local_hostname="mail.example.com") as s:
-            s.ehlo()
-            s.docmd("XCLIENT", f"ADDR={ip}")
-            s.ehlo("mail.example.com")
-            return send(s, raw, **kwargs)
-    return await asyncio.to_thread(go)
-
-
-async def until(pilot, condition, timeout: float = 10) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def plain(renderable) -> str:
-    """What a renderable shows, as plain text."""
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(renderable)
-    return console.export_text()
-
-
-def verdict_text(app: MaillabApp) -> str:
-    return "\n".join(plain(w.content) for w in app.query("VerdictView Static"))
 
 
 async def test_empty_lab_shows_how_to_send_the_first_message(tmp_path):
