@@ -18,6 +18,9 @@ served.test.         MX  10 mx.served.test.
 served.test.         A   192.0.2.10
 _dmarc.served.test.  TXT "v=DMARC1; p=reject"
 long.served.test.    TXT "part one " "part two"
+record.big.          TXT "v=spf1 ip4:192.0.2.0/24 -all"
+loop1.served.test.   CNAME loop2.served.test.
+loop2.served.test.   CNAME loop1.served.test.
 """
 
 
@@ -94,3 +97,34 @@ def test_offline_view_has_no_fallback():
 ])
 def test_parse_nameserver(text, expected):
     assert parse_nameserver(text) == expected
+
+
+def test_a_truncated_udp_answer_is_retried_over_tcp(server):
+    answer = SystemView(server.address).lookup("record.big", "TXT")
+    assert answer.records == ((b"v=spf1 ip4:192.0.2.0/24 -all",),)
+    assert ("record.big.", "TXT", "udp") in server.questions and ("record.big.", "TXT", "tcp") in server.questions
+
+
+def test_a_cname_loop_ends_quickly_without_an_answer(server):
+    start = time.monotonic()
+    try:
+        answer = SystemView(server.address).lookup("loop1.served.test", "TXT")
+        assert answer.records == ()
+    except DnsTempError:
+        pass  # some resolvers call a loop a failure; either way it must not hang or raise anything else
+    assert time.monotonic() - start < 3
+    overlay = ZoneView.from_text("a.test. CNAME b.test.\nb.test. CNAME a.test.\n")
+    assert overlay.lookup("a.test", "TXT").records == ()
+
+
+def test_after_the_resolver_recovers_a_recheck_gives_the_right_answer(server):
+    from lab.resolver import DEAD_FOR
+
+    view = LayeredView(ZoneView(), SystemView(server.address, lifetime=0.5))
+    raw = message(from_="a@served.test")
+    verdict = analyse(capture(raw, mail_from="a@x.blackhole", ip=GOOD_IP, helo=None), view)
+    assert {c.id: c.result for c in verdict.checks}["spf.mailfrom"] == "temperror"
+    server.blackhole = False  # the name server answers again (NXDOMAIN for these names)
+    time.sleep(DEAD_FOR + 0.1)
+    again = analyse(capture(raw, mail_from="a@served.test", ip=GOOD_IP, helo=None), view)
+    assert {c.id: c.result for c in again.checks}["spf.mailfrom"] == "pass"
