@@ -40,6 +40,7 @@ class Config:
     credentials: str | None = None  # a file of user:password lines; unset accepts any AUTH
     idle_timeout: float = 300.0
     max_messages: int = 0  # keep at most this many messages, pruning the oldest; 0 keeps everything
+    analysis: str = "process"  # "process": judge mail in a second process, off the SMTP path; or "thread"
 
     def ensure_data_dir(self) -> Path:
         """Create the data directory owner-only (captured mail is private); an existing one is left as it is."""

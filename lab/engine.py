@@ -13,13 +13,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import samples
+from lab.analyser import AnalysisWorker, build_lab_view
 from lab.config import Config
 from lab.core.analyse import analyse
 from lab.core.dnsview import DnsView
 from lab.core.model import Capture
 from lab.core.results import Verdict
-from lab.resolver import build_view, describe
+from lab.resolver import describe
 from lab.smtp.auth import Credentials
 from lab.smtp.certs import ensure_certificate, server_context
 from lab.smtp.listeners import CaptureHandler, ListenerSpec, default_specs, start_listeners, stop_listeners
@@ -41,22 +41,21 @@ class Engine:
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
                                                        config.smtps_port)
         self.subscribers: list[Subscriber] = []
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self._wake.set(), keep=config.max_messages)
-        self._worker: threading.Thread | None = None
+        self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis,
+                                     view=view if config.analysis == "thread" else None)
+        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self.worker.wake.set(),
+                                  keep=config.max_messages)
 
     def build_view(self) -> DnsView:
-        """Overlay files (read now), the built-in sample zone, then system DNS unless offline."""
-        cfg = self.config
         if self.dns_errors is not None:
             self.dns_errors.clear()
-        return build_view(cfg.zones, cfg.offline, cfg.nameserver, extra=[samples.zone(cfg.data_dir)],
-                          errors=self.dns_errors)
+        return build_lab_view(self.config, self.dns_errors)
 
     def reload_dns(self) -> None:
-        """Re-read the overlay files, so a fixed record takes effect on the next analysis."""
+        """Re-read the overlay files, here and in the analysis worker, so a fixed record takes effect."""
         self.view = self.build_view()
+        self.worker.reload.set()
+        self.worker.wake.set()
 
     def reanalyse(self, ids: list[int]) -> int:
         """Judge stored messages again against the current DNS; called from a worker thread."""
@@ -95,9 +94,7 @@ class Engine:
         credentials = Credentials.from_file(cfg.credentials) if cfg.credentials else Credentials()
         handler = CaptureHandler(self.writer.submit, cfg.client_ip, cfg.max_recipients)
         self.writer.start()
-        self._stopping.clear()
-        self._worker = threading.Thread(target=self._analyse_forever, name="maillab-analysis", daemon=True)
-        self._worker.start()
+        self.worker.start()
         try:
             failed = await start_listeners(self.specs, handler, server_context(cert, key), hostname=cfg.hostname,
                                            credentials=credentials, max_size=cfg.max_size,
@@ -114,11 +111,7 @@ class Engine:
     async def stop(self) -> None:
         await stop_listeners(self.specs)
         await asyncio.to_thread(self.writer.stop)
-        self._stopping.set()
-        self._wake.set()
-        if self._worker is not None:
-            await asyncio.to_thread(self._worker.join, 10)
-            self._worker = None
+        await asyncio.to_thread(self.worker.stop)
 
     def analyse_stored(self, store: Store, capture: Capture) -> Verdict:
         verdict = analyse(capture, self.view, authserv_id=self.config.hostname)
@@ -130,22 +123,21 @@ class Engine:
                 log.exception("a verdict subscriber failed")
         return verdict
 
-    def _analyse_forever(self) -> None:
+    def _analysed(self, ids: list[int]) -> None:
+        """Verdicts the worker saved: hand them to the subscribers (serve's output, the UI)."""
+        if not self.subscribers:
+            return
         store = Store(self.config.db_path)
-        failed: set[int] = set()  # never retried in this run, so one bad message cannot spin the loop
         try:
-            while not self._stopping.is_set():
-                self._wake.clear()
-                batch = [c for c in store.unanalysed(64 + len(failed)) if c.id not in failed]
-                if not batch:
-                    self._wake.wait(1.0)
+            for mid in ids:
+                stored = store.get(mid)
+                if stored is None or stored.verdict is None:
                     continue
-                for capture in batch:
+                for fn in self.subscribers:
                     try:
-                        self.analyse_stored(store, capture)
+                        fn(stored.capture, stored.verdict)
                     except Exception:
-                        log.exception("analysis of message %s failed", capture.id)
-                        failed.add(capture.id)
+                        log.exception("a verdict subscriber failed")
         finally:
             store.close()
 
