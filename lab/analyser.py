@@ -31,8 +31,12 @@ def build_lab_view(config: Config, errors: list[str] | None = None) -> DnsView:
 
 
 def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[int]], None],
-                 view: DnsView | None = None) -> None:
-    """Analyse whatever has no verdict, oldest first, until `stopping`; `done(ids)` after each batch."""
+                 view: DnsView | None = None, output: str | None = None) -> None:
+    """Analyse whatever has no verdict, oldest first, until `stopping`; `done(ids)` after each batch.
+
+    `output` ("line" or "json") prints each verdict to stdout here, where it is made, so `serve` costs the
+    SMTP process nothing per message.
+    """
     store = Store(config.db_path)
     view = view if view is not None else build_lab_view(config, errors=[])
     failed: set[int] = set()  # never retried in this run, so one bad message cannot spin the loop
@@ -49,8 +53,11 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
             ids = []
             for capture in batch:
                 try:
-                    store.save_verdict(capture.id, analyse(capture, view, authserv_id=config.hostname))
+                    verdict = analyse(capture, view, authserv_id=config.hostname)
+                    store.save_verdict(capture.id, verdict)
                     ids.append(capture.id)
+                    if output:
+                        _print(output, capture, verdict)
                 except Exception:
                     log.exception("analysis of message %s failed", capture.id)
                     failed.add(capture.id)
@@ -60,8 +67,40 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
         store.close()
 
 
-def _process_main(config: Config, stopping, wake, reload, results) -> None:
-    backlog_loop(config, stopping, wake, reload, results.put)
+def _print(output: str, capture, verdict) -> None:
+    import json
+
+    from lab.render import message_json, one_line
+
+    line = json.dumps(message_json(capture, verdict)) if output == "json" else one_line(capture, verdict)
+    print(line, flush=True)
+
+
+def _die_with_parent() -> None:
+    """If the lab is killed (SIGKILL leaves no chance to clean up), its analysis process must go too."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent check in the loop below still ends it within a second
+
+
+class _ParentWatch:
+    """An Event stand-in that is also set when the parent process has gone."""
+
+    def __init__(self, stopping):
+        self.stopping = stopping
+        self.parent = multiprocessing.parent_process()
+
+    def is_set(self) -> bool:
+        return self.stopping.is_set() or (self.parent is not None and not self.parent.is_alive())
+
+
+def _process_main(config: Config, stopping, wake, reload, results, output) -> None:
+    _die_with_parent()
+    backlog_loop(config, _ParentWatch(stopping), wake, reload, results.put, output=output)
 
 
 class AnalysisWorker:
@@ -70,6 +109,7 @@ class AnalysisWorker:
     def __init__(self, config: Config, on_done: Callable[[list[int]], None], mode: str = "process",
                  view: DnsView | None = None):
         self.config = config
+        self.output: str | None = None  # set before start(): "line" or "json" prints each verdict
         self.on_done = on_done
         self.mode = mode
         self.view = view  # thread mode only: a view handed in (tests, custom views)
@@ -86,10 +126,10 @@ class AnalysisWorker:
         self.stopping.clear()
         if self._ctx is None:
             self._runner = threading.Thread(target=backlog_loop, daemon=True, name="maillab-analysis", args=(
-                self.config, self.stopping, self.wake, self.reload, self.on_done, self.view))
+                self.config, self.stopping, self.wake, self.reload, self.on_done, self.view, self.output))
         else:
             self._runner = self._ctx.Process(target=_process_main, daemon=True, name="maillab-analysis", args=(
-                self.config, self.stopping, self.wake, self.reload, self._results))
+                self.config, self.stopping, self.wake, self.reload, self._results, self.output))
             self._reader = threading.Thread(target=self._read_results, daemon=True, name="maillab-verdicts")
             self._reader.start()
         self._runner.start()

@@ -23,7 +23,7 @@ from lab.core.dnsview import ZoneSyntaxError
 from lab.core.message import ParsedMessage, parse_mailboxes
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level
-from lab.render import message_json, one_line, verdict_text
+from lab.render import message_json, verdict_text
 from lab.resolver import build_view, parse_nameserver
 from lab.store import Store
 
@@ -170,14 +170,7 @@ def cmd_serve(config: Config, as_json: bool) -> int:
 
     engine = Engine(config, _view(config))
 
-    def printer(capture: Capture, verdict) -> None:
-        if as_json:
-            line = json.dumps(message_json(capture, verdict))
-        else:
-            line = one_line(capture, verdict)
-        print(line, flush=True)
-
-    engine.subscribe(printer)
+    engine.worker.output = "json" if as_json else "line"  # printed by the analysis worker, off the SMTP path
 
     async def run() -> None:
         try:

@@ -28,7 +28,7 @@ from lab.writer import GroupWriter
 
 log = logging.getLogger("maillab.engine")
 
-Subscriber = Callable[[Capture, Verdict], None]
+Subscriber = Callable[[list[int]], None]  # called with the ids of freshly judged messages
 
 
 class Engine:
@@ -116,30 +116,16 @@ class Engine:
     def analyse_stored(self, store: Store, capture: Capture) -> Verdict:
         verdict = analyse(capture, self.view, authserv_id=self.config.hostname)
         store.save_verdict(capture.id, verdict)
-        for fn in self.subscribers:
-            try:
-                fn(capture, verdict)
-            except Exception:
-                log.exception("a verdict subscriber failed")
+        self._analysed([capture.id])
         return verdict
 
     def _analysed(self, ids: list[int]) -> None:
-        """Verdicts the worker saved: hand them to the subscribers (serve's output, the UI)."""
-        if not self.subscribers:
-            return
-        store = Store(self.config.db_path)
-        try:
-            for mid in ids:
-                stored = store.get(mid)
-                if stored is None or stored.verdict is None:
-                    continue
-                for fn in self.subscribers:
-                    try:
-                        fn(stored.capture, stored.verdict)
-                    except Exception:
-                        log.exception("a verdict subscriber failed")
-        finally:
-            store.close()
+        """Ids the worker judged: tell the subscribers (the UI reads what it shows from the store)."""
+        for fn in self.subscribers:
+            try:
+                fn(ids)
+            except Exception:
+                log.exception("a verdict subscriber failed")
 
 
 class EngineThread:

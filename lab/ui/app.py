@@ -107,7 +107,7 @@ class MaillabApp(App):
         message_list = MessageList(self.source, id="messages")
         self.query_one("#list").mount(message_list, before=0)
         self.query_one("#list").border_title = "Messages"
-        self.engine.subscribe(lambda capture, verdict: self.post_message(Analysed(capture.id)))
+        self.engine.subscribe(lambda ids: [self.post_message(Analysed(mid)) for mid in ids])
         self.set_interval(0.15, self._flush_pending)
         message_list.reload()
         message_list.focus()

@@ -41,12 +41,33 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 class LabProcess:
     def __init__(self, data_dir: Path, ports: list[int]):
         self.data_dir = data_dir
         self.ports = dict(zip(("relay", "submission", "smtps"), ports, strict=True))
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.children: set[int] = set()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -68,6 +89,7 @@ class LabProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
+        self.children |= _children(self.proc.pid)  # the analysis process, which must die with the lab
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
@@ -135,6 +157,7 @@ class Client(threading.Thread):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
     lab = LabProcess(tmp_path / "data", _free_ports(3))
     lab.start()
@@ -182,6 +205,9 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
     finally:
         store.close()
         lab.stop()
+    time.sleep(1)
+    assert lab.children, "the lab should judge mail in a child process"
+    assert [pid for pid in lab.children if _alive(pid)] == [], "an analysis process outlived a killed lab"
     print(f"\ncrash test: {len(acked)} acknowledged and recovered byte-exact, {len(unacked)} in flight at a kill "
           f"({lost_unacked} of them not stored, as SMTP allows), {kills} SIGKILLs, {torn} torn WALs, "
           f"{lab.starts} starts, {time.monotonic() - started:.0f} s")
