@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check lab tests
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+	$(PY) bench/analysis.py
+	$(PY) bench/tui_list.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lab tests

@@ -18,13 +18,11 @@ from pathlib import Path
 
 from lab import __version__
 from lab.config import Config, exposed_warning, load
-from lab.core.analyse import analyse
 from lab.core.dnsview import ZoneSyntaxError
 from lab.core.message import ParsedMessage, parse_mailboxes
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level
 from lab.render import message_json, verdict_text
-from lab.resolver import build_view, parse_nameserver
 from lab.store import Store
 
 
@@ -108,6 +106,8 @@ def config_from(args: argparse.Namespace) -> Config:
         except ValueError as exc:
             raise UsageError(f"--client-ip {config.client_ip!r} is not an IP address") from exc
     if config.nameserver:
+        from lab.resolver import parse_nameserver
+
         try:
             host, port = parse_nameserver(config.nameserver)
             ipaddress.ip_address(host)
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _view(config: Config):
+    from lab.resolver import build_view
+
     try:
         return build_view(config.zones, config.offline, config.nameserver)
     except (ZoneSyntaxError, FileNotFoundError) as exc:
@@ -215,6 +217,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         client=Client(ip=client_ip, peer_ip=None, source="cli" if config.client_ip else "peer"),
         received_at=datetime.now(UTC),
     )
+    from lab.core.analyse import analyse
+
     verdict = analyse(capture, _view(config), authserv_id=config.hostname)
     if args.json:
         print(json.dumps(message_json(capture, verdict), indent=2))

@@ -56,10 +56,10 @@ class CheckResult:
     evidence: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     fix: str | None = None
     ref: str | None = None  # where the rule comes from: "RFC 7208 §2.6"
+    family: str = field(init=False, repr=False, compare=False)  # the part of the id before the first dot
 
-    @property
-    def family(self) -> str:
-        return self.id.partition(".")[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family", self.id.partition(".")[0])
 
     def to_dict(self) -> dict:
         return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
@@ -31,9 +31,21 @@ def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
     A public suffix (or a name the list cannot place) is its own organisational domain. `psl` replaces
     the list bundled with publicsuffixlist, e.g. a snapshot for its own tests.
     """
+    if psl is None:
+        return _bundled_org_domain(domain)
+    return _org_with(psl, domain)
+
+
+@lru_cache(maxsize=4096)
+def _bundled_org_domain(domain: str) -> str:
+    """Cached: a message asks for the same few domains many times, and the list does not change."""
+    return _org_with(_psl(), domain)
+
+
+def _org_with(psl: PublicSuffixList, domain: str) -> str:
     domain = domain.rstrip(".").lower()
     try:
-        return (_psl() if psl is None else psl).privatesuffix(domain) or domain
+        return psl.privatesuffix(domain) or domain
     except Exception:  # noqa: BLE001 - odd labels must not break the check
         return domain
 
