@@ -14,10 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from support import GOOD_IP, ZONES, capture, message, sign  # noqa: E402
+
 from lab.core.analyse import analyse  # noqa: E402
 from lab.core.dnsview import LayeredView  # noqa: E402
 from lab.resolver import load_zones  # noqa: E402
-from support import GOOD_IP, ZONES, capture, message, sign  # noqa: E402
 
 
 def samples() -> dict[str, bytes]:
