@@ -150,8 +150,11 @@ class Store:
 
     # writes --------------------------------------------------------------------------------------
 
-    def add_many(self, items: list[tuple[Capture, list]]) -> list[int]:
-        """Insert captures in one transaction; returns their ids in order. Raises if nothing was stored."""
+    def add_many(self, items: list[tuple[Capture, list]], keep: int = 0) -> list[int]:
+        """Insert captures in one transaction; returns their ids in order. Raises if nothing was stored.
+
+        `keep` > 0 prunes to the newest `keep` messages in the same transaction.
+        """
         ids = []
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -160,6 +163,9 @@ class Store:
                 cur.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)})",
                             _row(capture, session))
                 ids.append(cur.lastrowid)
+            if keep > 0:
+                cur.execute("DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 "
+                            "OFFSET ?)", (keep,))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -24,7 +24,7 @@ class GroupWriter:
     def __init__(self, db_path: Path, on_commit: Callable[[list[int]], None] | None = None, keep: int = 0):
         self.db_path = db_path
         self.on_commit = on_commit
-        self.keep = keep  # prune to the newest `keep` messages after each commit; 0 keeps everything
+        self.keep = keep  # prune to the newest `keep` messages in each commit; 0 keeps everything
         self._queue: queue.Queue[tuple[Capture, list, Future] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="maillab-writer", daemon=True)
         self._started = False
@@ -74,17 +74,12 @@ class GroupWriter:
 
     def _commit(self, store: Store, batch: list[tuple[Capture, list, Future]]) -> None:
         try:
-            ids = store.add_many([(c, s) for c, s, _ in batch])
+            ids = store.add_many([(c, s) for c, s, _ in batch], keep=self.keep)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
             for _, _, fut in batch:
                 fut.set_exception(exc)
             return
         for (_, _, fut), mid in zip(batch, ids, strict=True):
             fut.set_result(mid)
-        if self.keep:
-            try:
-                store.prune(self.keep)
-            except Exception:  # noqa: BLE001 - pruning is housekeeping; the messages are already safe
-                pass
         if self.on_commit:
             self.on_commit(ids)

@@ -56,6 +56,11 @@ class CaptureHandler:
             extra.append("250-XCLIENT " + " ".join(XCLIENT_ATTRS))
         return out[:-1] + extra + out[-1:]
 
+    async def handle_MAIL(self, server: LabSMTP, session, envelope, address: str, mail_options: list[str]):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"  # X.1.0: the sender address (RFC 3463), as Postfix
+
     async def handle_RCPT(self, server: LabSMTP, session, envelope, address: str, rcpt_options: list[str]):
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Error: too many recipients (at most {self.max_recipients} per message)"
