@@ -93,18 +93,26 @@ class CaptureHandler:
         return Capture(
             raw=envelope.original_content or b"",
             envelope=Envelope(
-                mail_from=envelope.mail_from or "",
-                rcpt_to=tuple(envelope.rcpt_tos),
-                helo=x.get("HELO") or session.host_name,
-                mail_options=tuple(envelope.mail_options),
-                rcpt_options=tuple(envelope.rcpt_options),
+                mail_from=_text(envelope.mail_from or ""),
+                rcpt_to=tuple(map(_text, envelope.rcpt_tos)),
+                helo=_text(x.get("HELO") or session.host_name),
+                mail_options=tuple(map(_text, envelope.mail_options)),
+                rcpt_options=tuple(map(_text, envelope.rcpt_options)),
                 smtputf8=bool(envelope.smtp_utf8),
             ),
             transport=Transport(server.role.listener, server.port, tls_version, cipher,
-                                identity.mechanism if identity else None, identity.login if identity else None),
-            client=Client(ip=ip, peer_ip=peer, name=x.get("NAME"), source=source),
+                                identity.mechanism if identity else None, _text(identity.login) if identity else None),
+            client=Client(ip=ip, peer_ip=peer, name=_text(x.get("NAME")), source=source),
             received_at=datetime.now(UTC),
         )
+
+
+def _text(value):
+    """Envelope text as valid Unicode: 8-bit bytes a client sent without SMTPUTF8 arrive as lone surrogates,
+    which the store cannot hold, so they become U+FFFD (the message bytes themselves are kept exactly)."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def default_specs(host: str, relay: int, submission: int, smtps: int) -> list[ListenerSpec]:

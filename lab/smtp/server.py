@@ -358,7 +358,7 @@ class LabSMTP(SMTP):
                     surplus = bytes(buf[idx + len(END):])
                     if surplus:
                         reader._buffer[0:0] = surplus  # type: ignore[attr-defined]
-                    if dropped:
+                    if dropped or (limit and idx > limit):  # over the limit, even on the read that ended it
                         return None, True
                     del buf[idx + 2:]
                     return bytes(buf).replace(b"\r\n.", b"\r\n")[2:], False
