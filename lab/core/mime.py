@@ -2,19 +2,29 @@
 
 HTML is turned into text with its links listed; nothing is fetched, no image is loaded. Parsing uses the
 tolerant compat32 policy, and every failure becomes a note, never an exception.
+
+Hostile mail must not stall the UI, so the work is bounded: parts nested deeper than MAX_DEPTH keep their
+body as one opaque part (the stdlib parser recurses per level, and 1,000 levels raised RecursionError after
+seconds of quadratic work), only charsets that decode in linear time are used, and HTML is converted in one
+linear pass (html.parser takes minutes on 20,000 unclosed "<a ").
 """
 
 from __future__ import annotations
 
-import email
 import email.policy
+import email.utils
 import html
 import re
 from dataclasses import dataclass, field
+from email.feedparser import BytesFeedParser
 from email.message import Message
-from html.parser import HTMLParser
+
+from lab.core.message import usable_charset
 
 MAX_PARTS = 2000
+MAX_DEPTH = 100  # Postfix's mime_nesting_limit: deeper mail is refused by it, and shown here as one part
+MAX_LINKS = 500
+MAX_TAG = 4096  # attributes are read from the first 4 KB of a tag
 
 
 @dataclass
@@ -34,8 +44,34 @@ class Part:
         return bool(self.filename) or self.disposition == "attachment"
 
 
+class _BoundedParser(BytesFeedParser):
+    """The stdlib parser, except that a part nested deeper than MAX_DEPTH is read headers-only: its whole
+    body (up to its parent's boundary) becomes its payload instead of a parsed subtree."""
+
+    def __init__(self):
+        self._depth = 0
+        self.too_deep = False
+        super().__init__(policy=email.policy.compat32)
+
+    def _parsegen(self):
+        self._depth += 1
+        deep = self._depth > MAX_DEPTH
+        if deep:
+            self.too_deep = True
+            self._headersonly = True  # read once the part's headers are parsed; nothing nests inside it
+        try:
+            yield from super()._parsegen()
+        finally:
+            self._depth -= 1
+            if deep:
+                self._headersonly = False
+
+
 def parse(raw: bytes) -> Message:
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    parser = _BoundedParser()
+    for start in range(0, len(raw), 1 << 16):
+        parser.feed(raw[start:start + (1 << 16)])
+    return parser.close()
 
 
 def tree(raw: bytes) -> Part:
@@ -51,13 +87,16 @@ def _part(msg: Message, path: str, count: list[int]) -> Part:
         path=path or "message",
         content_type=ctype,
         size=0,
-        filename=_safe(lambda: msg.get_filename(), None),
-        charset=_safe(lambda: msg.get_content_charset(), None),
+        filename=filename(msg),
+        charset=charset(msg),
         encoding=_safe(lambda: str(msg.get("Content-Transfer-Encoding", "") or "").lower() or None, None),
         disposition=_safe(lambda: msg.get_content_disposition(), None),
     )
     for defect in getattr(msg, "defects", [])[:5]:
         part.notes.append(type(defect).__name__)
+    if path.count(".") + 1 >= MAX_DEPTH and ctype.partition("/")[0] in ("multipart", "message") and \
+            not msg.is_multipart():
+        part.notes.append(f"nested deeper than {MAX_DEPTH} levels: the rest is shown as one part")
     if msg.is_multipart():
         payload = msg.get_payload()
         if isinstance(payload, list):
@@ -94,6 +133,32 @@ def walk(msg: Message):
             yield part
 
 
+def filename(msg: Message) -> str | None:
+    """The part's file name (RFC 2231 and quoted forms), decoded only with a charset that is safe to use.
+
+    Message.get_filename() hands the charset named in `filename*=` to bytes.decode: idna raises
+    UnicodeError, punycode takes quadratic time.
+    """
+    for header, name in (("content-disposition", "filename"), ("content-type", "name")):
+        value = _safe(lambda h=header, n=name: msg.get_param(n, None, h), None)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = (usable_charset(value[0]) or "latin-1", value[1], value[2])
+        return _safe(lambda v=value: str(email.utils.collapse_rfc2231_value(v)).strip(), None)
+    return None
+
+
+def charset(msg: Message) -> str | None:
+    """The charset parameter, lower-cased; an RFC 2231 form is read as written, not decoded by itself."""
+    value = _safe(lambda: msg.get_param("charset"), None)
+    if isinstance(value, tuple):
+        value = value[2]
+    if not isinstance(value, str):
+        return None
+    return value.strip().lower() or None
+
+
 def find(raw: bytes, path: str) -> Message | None:
     """The part at an IMAP-style path such as "2.1"."""
     msg = parse(raw)
@@ -108,11 +173,12 @@ def find(raw: bytes, path: str) -> Message | None:
 
 
 def text_of(msg: Message) -> str:
+    """The part as text; an unknown or unusable charset (idna, punycode, base64 ...) reads as UTF-8."""
     data = decoded(msg)
-    charset = _safe(lambda: msg.get_content_charset(), None) or "utf-8"
+    codec = usable_charset(charset(msg)) or "utf-8"
     try:
-        return data.decode(charset, "replace")
-    except LookupError:
+        return data.decode(codec, "replace")
+    except Exception:  # noqa: BLE001 - a codec that still fails on this data
         return data.decode("utf-8", "replace")
 
 
@@ -128,9 +194,9 @@ def readable(raw: bytes) -> Readable:
     msg = parse(raw)
     plain = html_part = None
     for part in walk(msg):
-        if part.get_content_disposition() == "attachment":
+        if _safe(lambda p=part: p.get_content_disposition(), None) == "attachment":
             continue
-        ctype = part.get_content_type()
+        ctype = _safe(lambda p=part: p.get_content_type(), "text/plain")
         if ctype == "text/plain" and plain is None:
             plain = part
         elif ctype == "text/html" and html_part is None:
@@ -153,57 +219,105 @@ _URL = re.compile(r"https?://[^\s<>\"')]+")
 
 
 def _urls(text: str) -> list[str]:
-    seen: list[str] = []
-    for url in _URL.findall(text):
-        if url not in seen:
-            seen.append(url)
-    return seen[:200]
+    seen: dict[str, None] = {}
+    for m in _URL.finditer(text):
+        seen.setdefault(m.group())
+        if len(seen) >= 200:
+            break
+    return list(seen)
 
 
-class _HtmlText(HTMLParser):
+_TAG_NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9:-]*)")
+_ATTR = re.compile(r"""([^\s=/>"']+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
+_SKIP_END = {tag: re.compile(f"</{tag}", re.I) for tag in ("script", "style", "head", "title")}
+
+
+class _HtmlText:
+    """HTML as text in one linear pass over the string: find() only, each position read a bounded number of
+    times, so no input can make it slow. A preview, not a browser: '>' inside a quoted attribute ends the tag."""
+
     _BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "hr"}
-    _SKIP = {"script", "style", "head", "title"}
 
     def __init__(self):
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.links: list[str] = []
-        self._skip = 0
+        self._numbers: dict[str, int] = {}
         self._href: str | None = None
 
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag in self._BLOCK:
+    def feed(self, s: str) -> None:
+        i, n, gt = 0, len(s), -1
+        while i < n:
+            lt = s.find("<", i)
+            if lt < 0:
+                self.parts.append(s[i:])
+                return
+            self.parts.append(s[i:lt])
+            if s.startswith("<!--", lt):
+                end = s.find("-->", lt + 4)
+                if end < 0:
+                    return  # an unclosed comment hides the rest, as in a browser
+                i = end + 3
+                continue
+            if gt <= lt:  # the next '>' is searched for only once per position: linear overall
+                gt = s.find(">", lt + 1)
+            if gt < 0:
+                self.parts.append(s[lt:])
+                return
+            m = _TAG_NAME.match(s, lt + 1, gt)
+            if m is None:
+                if s[lt + 1:lt + 2] in ("!", "?", "/"):  # doctype, processing instruction, bogus comment
+                    i = gt + 1
+                else:  # "a < b": text
+                    self.parts.append("<")
+                    i = lt + 1
+                continue
+            name = m.group(2).lower()
+            i = gt + 1
+            if m.group(1):
+                self._end(name)
+                continue
+            self._start(name, s[m.end():min(gt, m.end() + MAX_TAG)])
+            if name in _SKIP_END:
+                close = _SKIP_END[name].search(s, i)
+                if close is None:
+                    return
+                end = s.find(">", close.end())
+                i = n if end < 0 else end + 1
+
+    def close(self) -> None:
+        pass
+
+    def _start(self, tag: str, attr_text: str) -> None:
+        if tag in self._BLOCK:
             self.parts.append("\n")
+        if tag not in ("a", "img"):
+            return
+        attrs: dict[str, str] = {}
+        for name, double, single, bare in _ATTR.findall(attr_text):
+            attrs.setdefault(name.lower(), html.unescape(double or single or bare))
         if tag == "a":
-            self._href = dict(attrs).get("href")
-        if tag == "img":
-            src = dict(attrs).get("src") or ""
-            alt = dict(attrs).get("alt") or ""
+            self._href = attrs.get("href")
+        else:
+            src, alt = attrs.get("src") or "", attrs.get("alt") or ""
             self.parts.append(f"[image: {alt or 'no alt text'}]")
             if src.startswith("http"):
                 self._add_link(f"{src} (image, not loaded)")
 
-    def handle_endtag(self, tag):
-        if tag in self._SKIP and self._skip:
-            self._skip -= 1
+    def _end(self, tag: str) -> None:
         if tag == "a" and self._href:
             if self._href.startswith(("http:", "https:", "mailto:")):
                 n = self._add_link(self._href)
-                self.parts.append(f" [{n}]")
+                if n:
+                    self.parts.append(f" [{n}]")
             self._href = None
         if tag in self._BLOCK:
             self.parts.append("\n")
 
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-    def _add_link(self, url: str) -> int:
-        if url not in self.links:
+    def _add_link(self, url: str) -> int | None:
+        if url not in self._numbers and len(self.links) < MAX_LINKS:
             self.links.append(url)
-        return self.links.index(url) + 1
+            self._numbers[url] = len(self.links)
+        return self._numbers.get(url)
 
     def text(self) -> str:
         text = html.unescape("".join(self.parts))

@@ -309,7 +309,7 @@ class MaillabApp(App):
         if part is None or part.is_multipart():
             self.notify("Select a leaf part (an attachment or a body part)", severity="warning")
             return
-        name = part.get_filename() or f"part-{node.data}.bin"
+        name = mime.filename(part) or f"part-{node.data}.bin"
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).name).strip("._") or "part.bin"
         path = self._exports() / f"{stored.capture.id}-{safe}"
         path.write_bytes(mime.decoded(part))

@@ -37,10 +37,18 @@ class _Collector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+MAX_INSTANCES = 50
+
+
 def check_arc(ctx: Context) -> list[CheckResult]:
     if not any(ctx.message.get_all(name) for name in ARC_FIELDS):
         return [check("arc", Level.INFO, "No ARC chain (the message was not forwarded through an ARC sealer)",
                       result=AuthResult.NONE, ref="RFC 8617")]
+    seals = len(ctx.message.get_all("arc-seal"))
+    if seals > MAX_INSTANCES:  # RFC 8617 §4.2.1: i= never exceeds 50; verifying more would be unbounded work
+        return [check("arc", Level.WARN, f"The message has {seals} ARC sets; at most {MAX_INSTANCES} are allowed, "
+                      "so the chain fails", result=AuthResult.FAIL, ref="RFC 8617 §4.2.1", sets=seals,
+                      fix="Something is looping the message through ARC sealers; find the loop.")]
     collector = _Collector()
     logger = logging.Logger("maillab.arc", logging.ERROR)
     logger.addHandler(collector)

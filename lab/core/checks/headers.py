@@ -20,6 +20,7 @@ _SHOWN_NAMES = {"message-id": "Message-ID"}
 MAX_LINE = 998
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FIELDS = 1000
+MAX_NESTING = 100  # Postfix's mime_nesting_limit
 ENCODINGS = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -27,6 +28,7 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))')
 _PART_CTE = re.compile(rb"[ \t]*(?:\r?\n[ \t]+)?([^\s;(]*)")
+_PART_LINE = re.compile(rb"(?im)^(?:--([^\r\n]*)|content-type:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*))")
 
 
 def check_headers(ctx: Context) -> list[CheckResult]:
@@ -221,6 +223,42 @@ def _multipart(ct_field: str, body: bytes, warn: Callable[..., None]) -> None:
     elif delim + b"--" not in body:
         warn("The multipart body has no closing boundary (--boundary--): it may be truncated", fix,
              boundary=_shown(boundary))
+    depth = _nesting(delim[2:], body)
+    if depth > MAX_NESTING:
+        warn(f"Multipart parts are nested {depth:,} levels deep: Postfix refuses mail nested deeper than "
+             f"{MAX_NESTING} (mime_nesting_limit), and scanners and mail clients stop before the inner parts",
+             "Nest parts a few levels deep at most (multipart/mixed > multipart/alternative > text); never "
+             "wrap a message in itself.", nesting=depth)
+
+
+def _nesting(top: bytes, body: bytes) -> int:
+    """How deep multipart parts nest, from boundary lines alone, in one pass and without building a tree.
+
+    A boundary declared by a part's Content-Type opens a level at its first delimiter line; a delimiter of
+    an open boundary closes every level inside it, and its closing form (--b--) closes it too.
+    """
+    stack, index, declared, deepest = [top], {top: 0}, set(), 1
+    for m in _PART_LINE.finditer(body):
+        if m.group(2) is not None:
+            field = m.group(2).decode("utf-8", "surrogateescape")
+            found = _BOUNDARY.search(field) if "multipart/" in field.lower() else None
+            if found:
+                declared.add((found.group(1) if found.group(1) is not None else found.group(2)).encode(
+                    "utf-8", "surrogateescape"))
+            continue
+        token = m.group(1).rstrip(b" \t\r")
+        closing = token.endswith(b"--") and token[:-2] in index
+        name = token[:-2] if closing else token
+        if name in index:
+            keep = index[name] + (0 if closing else 1)
+            for gone in stack[keep:]:
+                del index[gone]
+            del stack[keep:]
+        elif name in declared:
+            index[name] = len(stack)
+            stack.append(name)
+            deepest = max(deepest, len(stack))
+    return deepest
 
 
 def _encodings(top: str | None, body: bytes) -> list[str]:

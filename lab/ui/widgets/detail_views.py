@@ -11,6 +11,26 @@ from lab.core.message import ParsedMessage
 from lab.textsafe import visible
 
 RAW_LIMIT = 512 * 1024  # beyond this the Raw tab shows the start; `e` exports the whole message
+# Textual lays out every line of a Static when it is shown (about 0.3 ms a line here), so 10,000 header fields
+# froze the UI for 5 s and a body of empty lines for minutes. Each pane shows at most this much; the whole
+# message is one `e` (export) or `maillab show ID --raw` away.
+MAX_LINES = 1000
+TEXT_LIMIT = 256 * 1024
+MAX_PROBLEMS = 20
+MAX_LINKS = 100
+
+
+def _head(text: str, lines: int = MAX_LINES, chars: int = TEXT_LIMIT) -> tuple[str, bool]:
+    """The start of `text`: at most `lines` lines and `chars` characters; True when something was cut."""
+    cut = text[:chars]
+    end = -1
+    for _ in range(lines):
+        end = cut.find("\n", end + 1)
+        if end < 0:
+            break
+    else:
+        cut = cut[:end + 1]
+    return cut, len(cut) < len(text)
 
 
 class TextPane(VerticalScroll):
@@ -30,14 +50,25 @@ class HeadersView(TextPane):
     def show(self, raw: bytes) -> None:
         msg = ParsedMessage(raw)
         text = Text()
-        for h in msg.headers:
-            text.append(visible(h.name), style="bold cyan")
+        budget = TEXT_LIMIT
+        for n, h in enumerate(msg.headers):
+            if n >= MAX_LINES or budget <= 0:
+                text.append(f"… {len(msg.headers) - n:,} more header fields: press e to export the whole message\n",
+                            style="bold")
+                break
+            value, cut = _head(h.value, lines=MAX_LINES, chars=budget)
+            text.append(visible(h.name[:200]) + ("…" if len(h.name) > 200 else ""), style="bold cyan")
             text.append(": ")
-            text.append(visible(h.value) + "\n")
+            text.append(visible(value) + ("…" if cut else "") + "\n")
+            budget -= len(value) + len(h.name)
             if h.value != h.raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"):
-                text.append("    raw: " + visible(h.raw) + "\n", style="dim")
-        for problem in msg.problems:
+                raw_value, cut = _head(h.raw, lines=MAX_LINES, chars=max(0, budget))
+                text.append("    raw: " + visible(raw_value) + ("…" if cut else "") + "\n", style="dim")
+                budget -= len(raw_value)
+        for problem in msg.problems[:MAX_PROBLEMS]:
             text.append(f"! {visible(problem)}\n", style="yellow")
+        if len(msg.problems) > MAX_PROBLEMS:
+            text.append(f"! … and {len(msg.problems) - MAX_PROBLEMS:,} more problems\n", style="yellow")
         self.set(text)
 
 
@@ -46,12 +77,18 @@ class BodyView(TextPane):
         readable = mime.readable(raw)
         text = Text()
         text.append(f"[{readable.source}]\n\n", style="dim")
-        text.append(visible(readable.text, keep_newlines=True) or "(no readable text part)")
+        body, cut = _head(readable.text)
+        text.append(visible(body, keep_newlines=True) or "(no readable text part)")
+        if cut:
+            text.append(f"\n\n… the text goes on for {len(readable.text) - len(body):,} more characters: press e to "
+                        "export the whole message", style="bold")
         if readable.links:
             text.append("\n\nLinks (not followed):\n", style="bold")
-            for n, link in enumerate(readable.links, 1):
+            for n, link in enumerate(readable.links[:MAX_LINKS], 1):
                 text.append(f"  [{n}] ", style="dim")
-                text.append(visible(link) + "\n", style="underline")
+                text.append(visible(link[:2000]) + "\n", style="underline")
+            if len(readable.links) > MAX_LINKS:
+                text.append(f"  … and {len(readable.links) - MAX_LINKS:,} more links\n", style="dim")
         self.set(text)
 
 
@@ -93,17 +130,21 @@ class PartsView(Tree):
 
 class RawView(TextPane):
     def show(self, raw: bytes) -> None:
-        shown = raw[:RAW_LIMIT]
+        lines = raw[:RAW_LIMIT].split(b"\n", MAX_LINES)
+        if len(lines) > MAX_LINES:
+            lines.pop()  # the unsplit rest
         text = Text()
-        for n, line in enumerate(shown.split(b"\n"), 1):
+        shown = 0
+        for n, line in enumerate(lines, 1):
             body = line.decode("utf-8", "surrogateescape")
             cr = body.endswith("\r")
             text.append(f"{n:>5} ", style="dim")
             text.append(visible(body[:-1] if cr else body))
             text.append("␍␊\n" if cr else "␊\n", style="dim")
-        if len(raw) > RAW_LIMIT:
-            text.append(f"\n… {len(raw) - RAW_LIMIT:,} more bytes: press e to export the whole message\n",
-                        style="bold")
+            shown += len(line) + 1
+        shown = min(shown, len(raw), RAW_LIMIT)
+        if len(raw) > shown:
+            text.append(f"\n… {len(raw) - shown:,} more bytes: press e to export the whole message\n", style="bold")
         self.set(text)
 
 
@@ -112,7 +153,7 @@ class SessionView(TextPane):
         text = Text()
         if not session:
             text.append("No SMTP session (the message was imported or checked from a file).", style="dim")
-        for entry in session:
+        for entry in session[:MAX_LINES]:
             try:
                 t, direction, line = entry
             except (TypeError, ValueError):
@@ -121,5 +162,8 @@ class SessionView(TextPane):
             style = {">": "bold cyan", "<": "green", "!": "yellow"}.get(direction, "")
             who = {">": "C:", "<": "S:", "!": "--"}.get(direction, "  ")
             text.append(f"{who} ", style=style)
-            text.append(visible(str(line)) + "\n")
+            text.append(visible(str(line)[:2000]) + "\n")
+        if len(session) > MAX_LINES:
+            text.append(f"… {len(session) - MAX_LINES:,} more lines of the session (maillab show ID --json)\n",
+                        style="dim")
         self.set(text)
