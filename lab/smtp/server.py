@@ -128,6 +128,7 @@ class LabSMTP(SMTP):
         self.hung_up = False  # a 421 was sent: nothing more is read, acted on or answered
         self.xclient: dict[str, str | None] = {}
         self.transcript: list[list] = []
+        self._held: list[str] = []  # continuation lines of a multi-line reply, sent with its last line
         self.identity: Identity | None = None
         self._t0 = time.monotonic()
         super().__init__(
@@ -170,6 +171,12 @@ class LabSMTP(SMTP):
             return
         text = _UNSAFE.sub("?", _enhanced(text))  # replies echo client bytes: no controls, no undecodable bytes
         self.note("<", text)
+        if len(text) > 3 and text[3] == "-":  # a multi-line reply (EHLO): one write for all its lines
+            self._held.append(text)
+            return
+        if self._held:
+            text = "\r\n".join([*self._held, text])
+            self._held.clear()
         await super().push(text)
         if text.startswith("500 "):
             self.errors += 1
