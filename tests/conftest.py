@@ -9,6 +9,7 @@ from __future__ import annotations
 import dns.resolver
 import pytest
 from support import BAD_IP, GOOD_IP, ZONES, b64, capture, key, message, sign  # noqa: F401 - re-exported
+from support.lab import RunningLab
 
 from lab.core.dnsview import LayeredView
 from lab.resolver import load_zones
@@ -31,3 +32,28 @@ def _no_real_dns():
 @pytest.fixture(scope="session")
 def view() -> LayeredView:
     return LayeredView(load_zones(ZONES))
+
+
+@pytest.fixture
+def lab(tmp_path):
+    running = RunningLab(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_lab(tmp_path):
+    """Start labs with settings; all are stopped at the end."""
+    labs: list[RunningLab] = []
+
+    def start(**settings) -> RunningLab:
+        running = RunningLab(settings.pop("data_dir", tmp_path / "data"), **settings)
+        labs.append(running)
+        return running
+
+    yield start
+    for running in labs:
+        try:
+            running.stop()
+        except Exception:
+            pass

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from support import BAD_IP, GOOD_IP, ZONES, message, sign
+from support import BAD_IP, GOOD_IP, ZONES, free_ports, message, sign
 from support.client import send
 
 ZONE_ARGS = [arg for z in ZONES for arg in ("--zone", str(z))]
@@ -98,18 +98,10 @@ def test_check_escapes_terminal_control_sequences(tmp_path):
     assert "owned" in out.stdout.decode()
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_serve_list_show_round_trip(tmp_path):
-    relay, submission, smtps = _free_ports(3)
+    relay, submission, smtps = free_ports(3)
     data = tmp_path / "data"
     common = ["--data-dir", str(data), *ZONE_ARGS, "--offline"]
     proc = subprocess.Popen(

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import free_ports
 
 from lab.store import Store
 
@@ -31,14 +32,6 @@ CLIENTS = 20
 DEADLINE = 240.0
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _children(pid: int) -> set[int]:
@@ -159,7 +152,7 @@ class Client(threading.Thread):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
-    lab = LabProcess(tmp_path / "data", _free_ports(3))
+    lab = LabProcess(tmp_path / "data", free_ports(3))
     lab.start()
     acked: dict[str, tuple[int, bytes]] = {}
     unacked: set[str] = set()

@@ -74,3 +74,16 @@ def capture(
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free on loopback right now (bound together, so they differ)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from support import ZONES
+from support import ZONES, free_ports
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("swaks") is None,
                                 reason="needs tmux and swaks (.ci/run installs both)")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def screen(session: str) -> str:
@@ -40,7 +31,7 @@ def wait_for(session: str, needle: str, timeout: float = 20) -> str:
 
 
 def test_the_lab_in_a_real_terminal(tmp_path):
-    relay, submission, smtps = _free_ports(3)
+    relay, submission, smtps = free_ports(3)
     session = f"maillab-test-{relay}"
     zones = " ".join(f"--zone {z}" for z in ZONES)
     command = (f"{sys.executable} -m lab --data-dir {tmp_path} --offline {zones} --client-ip 192.0.2.10 "

@@ -15,6 +15,7 @@ import re
 
 import dkim
 
+from lab.core.checks.dkim import Collector
 from lab.core.context import Context
 from lab.core.dnsview import DnsTempError
 from lab.core.results import AuthResult, CheckResult, Level, check
@@ -26,15 +27,6 @@ REF = "RFC 8617 §5.2"
 _FIX = ("Receivers ignore a failed chain and judge SPF, DKIM and DMARC alone. If you run the forwarder or list, "
         "seal after your last change to the message (footers, subject tags, re-encoding), publish the sealing "
         "key at <s>._domainkey.<d>, and add a new ARC set only on top of the sets already there.")
-
-
-class _Collector(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 MAX_INSTANCES = 50
@@ -49,7 +41,7 @@ def check_arc(ctx: Context) -> list[CheckResult]:
         return [check("arc", Level.WARN, f"The message has {seals} ARC sets; at most {MAX_INSTANCES} are allowed, "
                       "so the chain fails", result=AuthResult.FAIL, ref="RFC 8617 §4.2.1", sets=seals,
                       fix="Something is looping the message through ARC sealers; find the loop.")]
-    collector = _Collector()
+    collector = Collector(logging.ERROR)
     logger = logging.Logger("maillab.arc", logging.ERROR)
     logger.addHandler(collector)
     lookup: dict[str, str] = {}

@@ -35,9 +35,11 @@ _SECTIONS = {
 }
 
 
-class _Collector(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
+class Collector(logging.Handler):
+    """Keeps what dkimpy logs: its only way of saying why a signature or seal failed."""
+
+    def __init__(self, level: int = logging.INFO):
+        super().__init__(level)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -51,7 +53,7 @@ def check_dkim(ctx: Context) -> list[CheckResult]:
                       ref="RFC 6376",
                       fix="Sign outgoing mail with DKIM for the From domain (d= equal to or a parent of it), "
                           "and publish the public key at <selector>._domainkey.<domain>.")]
-    collector = _Collector()
+    collector = Collector()
     logger = logging.Logger("maillab.dkim", logging.INFO)
     logger.addHandler(collector)
     try:
@@ -83,7 +85,7 @@ def check_dkim(ctx: Context) -> list[CheckResult]:
     return results
 
 
-def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collector: _Collector) -> CheckResult:
+def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collector: Collector) -> CheckResult:
     try:
         tags = parse_tag_value(raw_value.encode("utf-8", "surrogateescape"))
     except Exception:  # noqa: BLE001
