@@ -15,9 +15,8 @@ import re
 
 import dkim
 
-from lab.core.checks.dkim import Collector
+from lab.core.checks.dkim import Collector, key_lookup
 from lab.core.context import Context
-from lab.core.dnsview import DnsTempError
 from lab.core.results import AuthResult, CheckResult, Level, check
 
 MIN_KEY_BITS = 1024
@@ -44,18 +43,8 @@ def check_arc(ctx: Context) -> list[CheckResult]:
     collector = Collector(logging.ERROR)
     logger = logging.Logger("maillab.arc", logging.ERROR)
     logger.addHandler(collector)
-    lookup: dict[str, str] = {}
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        qname = name.decode("ascii", "replace").rstrip(".")
-        try:
-            answer = ctx.dns.lookup(qname, "TXT")
-        except DnsTempError as exc:
-            lookup.setdefault("temperror", str(exc))
-            raise dkim.DnsTimeoutError(str(exc)) from exc
-        records = [b"".join(parts) for parts in answer.records]
-        keys = [r for r in records if b"p=" in r] or records
-        return keys[0] if keys else None
+    lookup: dict[str, object] = {}
+    dnsfunc = key_lookup(ctx.dns, lookup)
 
     try:
         cv, sets, reason = dkim.ARC(ctx.capture.raw, logger=logger, minkey=MIN_KEY_BITS).verify(dnsfunc=dnsfunc)

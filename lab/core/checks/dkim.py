@@ -13,7 +13,7 @@ import dkim
 from dkim.util import parse_tag_value
 
 from lab.core.context import Context
-from lab.core.dnsview import DnsTempError
+from lab.core.dnsview import DnsTempError, DnsView
 from lab.core.results import AuthResult, CheckResult, Level, check
 
 MIN_KEY_BITS = 1024
@@ -44,6 +44,25 @@ class Collector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+def key_lookup(view: DnsView, seen: dict):
+    """dkimpy's `dnsfunc` over the lab's DNS view: the key record, with what happened kept in `seen`
+    ("record", or "temperror" when the lookup could not be answered, which dkimpy only logs)."""
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        qname = name.decode("ascii", "replace").rstrip(".")
+        try:
+            answer = view.lookup(qname, "TXT")
+        except DnsTempError as exc:
+            seen.setdefault("temperror", str(exc))
+            raise dkim.DnsTimeoutError(str(exc)) from exc
+        records = [b"".join(parts) for parts in answer.records]
+        keys = [r for r in records if b"p=" in r] or records
+        seen["record"] = keys[0] if keys else None
+        return keys[0] if keys else None
+
+    return dnsfunc
 
 
 def check_dkim(ctx: Context) -> list[CheckResult]:
@@ -100,18 +119,7 @@ def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collect
         "key_name": f"{s}._domainkey.{d}", "b": _tag(tags, b"b")[:12],
     }
     lookup: dict[str, object] = {}
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        qname = name.decode("ascii", "replace").rstrip(".")
-        try:
-            answer = ctx.dns.lookup(qname, "TXT")
-        except DnsTempError as exc:
-            lookup["temperror"] = str(exc)
-            raise dkim.DnsTimeoutError(str(exc)) from exc
-        records = [b"".join(parts) for parts in answer.records]
-        keys = [r for r in records if b"p=" in r] or records
-        lookup["record"] = keys[0] if keys else None
-        return keys[0] if keys else None
+    dnsfunc = key_lookup(ctx.dns, lookup)
 
     def result(level: Level, word: str, summary: str, fix: str | None = None, **more) -> CheckResult:
         ref = _SECTIONS.get(more.get("reason", ""), "RFC 6376 §6.1" if word != "pass" else "RFC 6376 §6.3")
