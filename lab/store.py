@@ -60,6 +60,7 @@ _COLUMNS = (
 
 
 _NCOLS = len(_COLUMNS.split(","))
+_PRUNE = "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +165,7 @@ class Store:
                             _row(capture, session))
                 ids.append(cur.lastrowid)
             if keep > 0:
-                cur.execute("DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 "
-                            "OFFSET ?)", (keep,))
+                cur.execute(_PRUNE, (keep,))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -183,14 +183,6 @@ class Store:
             (message_id, verdict.level.value, _now(), h.get("from", ""), h.get("to", ""), h.get("subject", ""),
              " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()), message_id),
         )
-
-    def prune(self, keep: int) -> int:
-        """Delete the oldest messages beyond the newest `keep`; returns how many went."""
-        if keep <= 0:
-            return 0
-        return self.db.execute(
-            "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (keep,)).rowcount
 
     def delete(self, message_id: int) -> bool:
         return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0

@@ -7,7 +7,6 @@ overrides and zero-width characters must never reach a terminal raw, in the TUI 
 from __future__ import annotations
 
 import re
-import unicodedata
 
 _BIDI_AND_INVISIBLE = {
     "\u061c", "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
@@ -38,10 +37,6 @@ def _escape(match: re.Match) -> str:
     if 0xD800 <= code <= 0xDFFF:  # a byte that was not UTF-8, kept by surrogateescape
         return f"\\x{code - 0xDC00:02x}" if code >= 0xDC80 else "\\ufffd"
     return f"<U+{code:04X}>"
-
-
-def has_unsafe(text: str) -> bool:
-    return bool(_UNSAFE.search(text)) or any(unicodedata.category(c) == "Cf" for c in text)
 
 
 def shown(text: str, limit: int = 200) -> str:

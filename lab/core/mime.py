@@ -39,10 +39,6 @@ class Part:
     children: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def is_attachment(self) -> bool:
-        return bool(self.filename) or self.disposition == "attachment"
-
 
 class _BoundedParser(BytesFeedParser):
     """The stdlib parser, except that a part nested deeper than MAX_DEPTH is read headers-only: its whole
