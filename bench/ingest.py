@@ -57,8 +57,8 @@ def drive(port: int, size: int, sessions: int, reconnect: bool, count: int) -> f
     """Seconds smtp-source takes to deliver `count` messages."""
     args = ["smtp-source", "-s", str(sessions), "-m", str(count), "-l", str(size), "-f", "load@example.com",
             "-t", "sink@example.net"]
-    if reconnect:
-        args.append("-d")
+    if not reconnect:
+        args.append("-d")  # smtp-source's -d means "don't disconnect": keep the session for the next message
     started = time.perf_counter()
     subprocess.run([*args, f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - started
