@@ -277,6 +277,38 @@ def test_mime_names_the_unknown_encodings():
     assert found.evidence["encodings"] == "uuencode"
 
 
+def _rfc822_chain(depth: int) -> bytes:
+    inner = b"Subject: bottom\r\n\r\nthe bottom\r\n"
+    for _ in range(depth - 1):
+        inner = b"Content-Type: message/rfc822\r\n\r\n" + inner
+    return make({"Content-Type": "message/rfc822"}, body=inner)
+
+
+def _mixed_chain(depth: int) -> bytes:
+    """multipart > message/rfc822 > multipart > ...: each wrapper is one level, as Postfix counts."""
+    inner = b"Content-Type: text/plain\r\n\r\nthe bottom\r\n"
+    for i in range(depth - 1, 0, -1):
+        if i % 2:
+            inner = (f'Content-Type: multipart/mixed; boundary="m{i}"\r\n\r\n--m{i}\r\n'.encode() + inner
+                     + f"\r\n--m{i}--\r\n".encode())
+        else:
+            inner = b"Content-Type: message/rfc822\r\n\r\n" + inner
+    return make({"Content-Type": 'multipart/mixed; boundary="top"'}, body=b"--top\r\n" + inner + b"\r\n--top--\r\n")
+
+
+@pytest.mark.parametrize(("build", "depth", "expected"), [
+    (_rfc822_chain, 100, Level.PASS),
+    (_rfc822_chain, 101, Level.WARN),
+    (_mixed_chain, 100, Level.PASS),
+    (_mixed_chain, 101, Level.WARN),
+])
+def test_nesting_counts_multipart_and_message_levels(build, depth, expected):
+    (found,) = of(run(build(depth)), "headers.mime")
+    assert found.level is expected, found.summary
+    if expected is Level.WARN:
+        assert found.evidence["nesting"] == str(depth)
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     (make(), Level.PASS),
     (make(extra=tuple((f"X-H-{i}", "v") for i in range(990))), Level.PASS),

@@ -125,9 +125,11 @@ def test_parse_problems_are_headers_findings_not_exceptions(view):
     """Spot checks that the findings name the problem (the parametrised tests only prove nothing raised)."""
     by_name = generated()
     ids = {name: {c.id.split("#")[0]: c for c in analyse(capture(by_name[name]), view).checks}
-           for name in ("nesting-1000-multipart", "headers-10000-no-colon", "nul-in-header-and-body", "bare-cr",
+           for name in ("nesting-1000-multipart", "nesting-1000-rfc822", "headers-10000-no-colon",
+                        "nul-in-header-and-body", "bare-cr",
                         "missing-final-boundary", "long-subject-100k", "headers-10000", "duplicate-from")}
     assert "nested 1,000 levels" in ids["nesting-1000-multipart"]["headers.mime"].summary
+    assert "nested 1,000 levels" in ids["nesting-1000-rfc822"]["headers.mime"].summary  # message/rfc822 counts
     assert ids["headers-10000-no-colon"]["headers.parse"].level.value == "warn"
     assert ids["nul-in-header-and-body"]["headers.nul"].level.value == "fail"
     assert "bare CR" in ids["bare-cr"]["headers.line-endings"].summary

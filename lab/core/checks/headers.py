@@ -192,6 +192,8 @@ def _mime(ctx: Context) -> list[CheckResult]:
         warn(f"MIME-Version is '{_shown(version)}'; the only version is 1.0", "Send 'MIME-Version: 1.0'.")
     if ctype.startswith("multipart/"):
         _multipart(ct_field or "", msg.body, warn)
+    elif ctype.startswith("message/"):
+        _deep(_nesting(None, msg.body), warn)
     bad = sorted({v or "(empty)" for v in _encodings(cte, msg.body) if v not in ENCODINGS})
     if bad:
         warn(f"Unknown Content-Transfer-Encoding: {_shown(', '.join(bad[:5]))}",
@@ -223,28 +225,40 @@ def _multipart(ct_field: str, body: bytes, warn: Callable[..., None]) -> None:
     elif delim + b"--" not in body:
         warn("The multipart body has no closing boundary (--boundary--): it may be truncated", fix,
              boundary=_shown(boundary))
-    depth = _nesting(delim[2:], body)
+    _deep(_nesting(delim[2:], body), warn)
+
+
+def _deep(depth: int, warn: Callable[..., None]) -> None:
     if depth > MAX_NESTING:
-        warn(f"Multipart parts are nested {depth:,} levels deep: Postfix refuses mail nested deeper than "
+        warn(f"MIME parts are nested {depth:,} levels deep: Postfix refuses mail nested deeper than "
              f"{MAX_NESTING} (mime_nesting_limit), and scanners and mail clients stop before the inner parts",
              "Nest parts a few levels deep at most (multipart/mixed > multipart/alternative > text); never "
              "wrap a message in itself.", nesting=depth)
 
 
-def _nesting(top: bytes, body: bytes) -> int:
-    """How deep multipart parts nest, from boundary lines alone, in one pass and without building a tree.
+def _nesting(top: bytes | None, body: bytes) -> int:
+    """How deep MIME parts nest, from boundary and Content-Type lines alone, in one pass and without a tree.
 
     A boundary declared by a part's Content-Type opens a level at its first delimiter line; a delimiter of
-    an open boundary closes every level inside it, and its closing form (--b--) closes it too.
+    an open boundary closes every level inside it, and its closing form (--b--) closes it too. A
+    message/rfc822 part is a level of its own (as Postfix counts), closed with the part that holds it.
+    `top` is the top-level boundary, or None when the message itself is a message/* entity.
     """
-    stack, index, declared, deepest = [top], {top: 0}, set(), 1
+    stack: list[object] = [top if top is not None else object()]
+    index: dict[object, int] = {top: 0} if top is not None else {}
+    declared: set[bytes] = set()
+    deepest = 1
     for m in _PART_LINE.finditer(body):
         if m.group(2) is not None:
             field = m.group(2).decode("utf-8", "surrogateescape")
-            found = _BOUNDARY.search(field) if "multipart/" in field.lower() else None
+            lowered = field.lower()
+            found = _BOUNDARY.search(field) if "multipart/" in lowered else None
             if found:
                 declared.add((found.group(1) if found.group(1) is not None else found.group(2)).encode(
                     "utf-8", "surrogateescape"))
+            elif lowered.lstrip().startswith("message/"):
+                stack.append(object())
+                deepest = max(deepest, len(stack))
             continue
         token = m.group(1).rstrip(b" \t\r")
         closing = token.endswith(b"--") and token[:-2] in index
@@ -252,7 +266,7 @@ def _nesting(top: bytes, body: bytes) -> int:
         if name in index:
             keep = index[name] + (0 if closing else 1)
             for gone in stack[keep:]:
-                del index[gone]
+                index.pop(gone, None)
             del stack[keep:]
         elif name in declared:
             index[name] = len(stack)
