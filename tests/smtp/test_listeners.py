@@ -265,6 +265,23 @@ def test_session_transcript_is_recorded_without_secrets(lab):
     assert "hunter2" not in text
 
 
+def test_each_message_of_a_long_session_keeps_the_preamble_and_its_own_transaction(lab):
+    with smtplib.SMTP("127.0.0.1", lab.port("submission"), local_hostname="client.example.com") as s:
+        s.starttls(context=client_tls())
+        s.login("alice", "pw")
+        first = send(s, message(subject="one"), mail_from="first@example.com")
+        s.rset()
+        ids = [send(s, message(subject=f"n{i}"), mail_from=f"n{i}@example.com") for i in range(3)]
+    last = "\n".join(f"{d} {t}" for _, d, t in lab.wait(ids[-1]).session)
+    assert "> EHLO client.example.com" in last and "> STARTTLS" in last and "> AUTH " in last
+    assert "> MAIL FROM:<n2@example.com>" in last
+    assert "first@example.com" not in last and "n1@example.com" not in last  # earlier transactions are not repeated
+    assert "(3 earlier messages in this session not shown)" in last
+    assert "> RSET" not in last
+    one = "\n".join(f"{d} {t}" for _, d, t in lab.wait(first).session)
+    assert "> MAIL FROM:<first@example.com>" in one and "earlier message" not in one
+
+
 def test_restart_keeps_messages_and_analyses_the_backlog(make_lab, tmp_path):
     from datetime import UTC, datetime
 
