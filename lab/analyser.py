@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import sys
 import threading
 from collections.abc import Callable
 
+from lab.children import die_with_parent
 from lab.config import Config
 from lab.core.analyse import analyse
 from lab.core.dnsview import DnsView
@@ -31,60 +34,60 @@ def build_lab_view(config: Config, errors: list[str] | None = None) -> DnsView:
 
 
 def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[int]], None],
-                 view: DnsView | None = None, output: str | None = None) -> None:
+                 view: DnsView | None = None, output: str | None = None, share: tuple[int, int] = (0, 1),
+                 output_lock=None) -> None:
     """Analyse whatever has no verdict, oldest first, until `stopping`; `done(ids)` after each batch.
 
+    `share` (k, n): this worker judges the ids where id % n == k. After the first pass over the store it
+    only looks above the highest id it has seen (new mail always gets a higher id), so an idle poll costs
+    one index probe however many messages are stored. A batch's verdicts are committed together.
     `output` ("line" or "json") prints each verdict to stdout here, where it is made, so `serve` costs the
     SMTP process nothing per message.
     """
     store = Store(config.db_path)
     view = view if view is not None else build_lab_view(config, errors=[])
-    failed: set[int] = set()  # never retried in this run, so one bad message cannot spin the loop
+    cursor = 0
     try:
         while not stopping.is_set():
             wake.clear()
             if reload.is_set():
                 reload.clear()
                 view = build_lab_view(config, errors=[])
-            batch = [c for c in store.unanalysed(64 + len(failed)) if c.id not in failed]
+            batch = store.unanalysed(64, after=cursor, share=share)
             if not batch:
                 wake.wait(1.0)
                 continue
-            ids = []
+            cursor = batch[-1].id
+            judged = []
             for capture in batch:
                 try:
-                    verdict = analyse(capture, view, authserv_id=config.hostname)
-                    store.save_verdict(capture.id, verdict)
-                    ids.append(capture.id)
-                    if output:
-                        _print(output, capture, verdict)
-                except Exception:
+                    judged.append((capture, analyse(capture, view, authserv_id=config.hostname)))
+                except Exception:  # never retried in this run: the cursor has passed it
                     log.exception("analysis of message %s failed", capture.id)
-                    failed.add(capture.id)
-            if ids:
-                done(ids)
+            if not judged:
+                continue
+            store.save_verdicts([(c.id, v) for c, v in judged])
+            if output:
+                _print(output, judged, output_lock)
+            done([c.id for c, _ in judged])
     finally:
         store.close()
 
 
-def _print(output: str, capture, verdict) -> None:
+def _print(output: str, judged: list, lock) -> None:
+    """Each verdict as one line; the workers share stdout, so a batch is written whole under their lock."""
     import json
 
     from lab.render import message_json, one_line
 
-    line = json.dumps(message_json(capture, verdict)) if output == "json" else one_line(capture, verdict)
-    print(line, flush=True)
-
-
-def _die_with_parent() -> None:
-    """If the lab is killed (SIGKILL leaves no chance to clean up), its analysis process must go too."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent check in the loop below still ends it within a second
+    text = "".join((json.dumps(message_json(c, v)) if output == "json" else one_line(c, v)) + "\n" for c, v in judged)
+    if lock is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with lock:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 class _ParentWatch:
@@ -98,13 +101,36 @@ class _ParentWatch:
         return self.stopping.is_set() or (self.parent is not None and not self.parent.is_alive())
 
 
-def _process_main(config: Config, stopping, wake, reload, results, output) -> None:
-    _die_with_parent()
-    backlog_loop(config, _ParentWatch(stopping), wake, reload, results.put, output=output)
+def _process_main(config: Config, stopping, wake, reload, results, output, share, output_lock) -> None:
+    die_with_parent()
+    try:
+        os.nice(10)  # when the CPU is short, the SMTP side (acknowledging mail) goes first; verdicts can wait
+    except OSError:
+        pass
+    backlog_loop(config, _ParentWatch(stopping), wake, reload, results.put, output=output, share=share,
+                 output_lock=output_lock)
+
+
+class _Fanout:
+    """One `set()` for the events of every worker: each worker clears only its own."""
+
+    def __init__(self, events: list):
+        self.events = events
+
+    def set(self) -> None:
+        for e in self.events:
+            e.set()
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 class AnalysisWorker:
-    """Runs backlog_loop in a process (or a thread) and reports finished ids to `on_done` in this process."""
+    """Runs backlog_loop in processes (or a thread) and reports finished ids to `on_done` in this process.
+
+    In process mode there are `config.workers` processes, each judging its share of the ids, each at a
+    lower CPU priority than the SMTP side.
+    """
 
     def __init__(self, config: Config, on_done: Callable[[list[int]], None], mode: str = "process",
                  view: DnsView | None = None):
@@ -114,25 +140,33 @@ class AnalysisWorker:
         self.mode = mode
         self.view = view  # thread mode only: a view handed in (tests, custom views)
         ctx = multiprocessing.get_context("spawn") if mode == "process" else None
-        self.stopping = ctx.Event() if ctx else threading.Event()
-        self.wake = ctx.Event() if ctx else threading.Event()
-        self.reload = ctx.Event() if ctx else threading.Event()
+        self.count = config.workers if ctx else 1
+        make = ctx.Event if ctx else threading.Event
+        self.stopping = make()
+        self._wakes = [make() for _ in range(self.count)]
+        self._reloads = [make() for _ in range(self.count)]
+        self.wake = _Fanout(self._wakes)
+        self.reload = _Fanout(self._reloads)
         self._results = ctx.SimpleQueue() if ctx else None
+        self._output_lock = ctx.Lock() if ctx else None
         self._ctx = ctx
-        self._runner = None
+        self._runners: list = []
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         self.stopping.clear()
         if self._ctx is None:
-            self._runner = threading.Thread(target=backlog_loop, daemon=True, name="maillab-analysis", args=(
-                self.config, self.stopping, self.wake, self.reload, self.on_done, self.view, self.output))
+            self._runners = [threading.Thread(target=backlog_loop, daemon=True, name="maillab-analysis", args=(
+                self.config, self.stopping, self._wakes[0], self._reloads[0], self.on_done, self.view,
+                self.output))]
         else:
-            self._runner = self._ctx.Process(target=_process_main, daemon=True, name="maillab-analysis", args=(
-                self.config, self.stopping, self.wake, self.reload, self._results, self.output))
+            self._runners = [self._ctx.Process(target=_process_main, daemon=True, name=f"maillab-analysis-{k}", args=(
+                self.config, self.stopping, self._wakes[k], self._reloads[k], self._results, self.output,
+                (k, self.count), self._output_lock)) for k in range(self.count)]
             self._reader = threading.Thread(target=self._read_results, daemon=True, name="maillab-verdicts")
             self._reader.start()
-        self._runner.start()
+        for runner in self._runners:
+            runner.start()
 
     def _read_results(self) -> None:
         while True:
@@ -147,11 +181,11 @@ class AnalysisWorker:
     def stop(self, timeout: float = 10) -> None:
         self.stopping.set()
         self.wake.set()
-        if self._runner is not None:
-            self._runner.join(timeout)
-            if self._ctx is not None and self._runner.is_alive():
-                self._runner.terminate()
-            self._runner = None
+        for runner in self._runners:
+            runner.join(timeout)
+            if self._ctx is not None and runner.is_alive():
+                runner.terminate()
+        self._runners = []
         if self._reader is not None:
             self._results.put(None)
             self._reader.join(timeout)

@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON lines instead")
     s.add_argument("--credentials", metavar="FILE", help="accept only these user:password lines for AUTH")
     s.add_argument("--max-messages", type=int, metavar="N", help="keep only the newest N messages (0: all)")
+    s.add_argument("--analysis-workers", type=int, metavar="N",
+                   help="analysis processes (default: one per core, at most 4)")
 
     c = sub.add_parser("check", help="analyse a message file without SMTP")
     _common(c)
@@ -94,7 +96,7 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
-            "smtps_port", "credentials", "max_messages")}
+            "smtps_port", "credentials", "max_messages", "analysis_workers")}
         config.update(values, "command line")
         if args.zones:
             config.zones = [*config.zones, *args.zones]

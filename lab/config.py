@@ -41,6 +41,13 @@ class Config:
     idle_timeout: float = 300.0
     max_messages: int = 0  # keep at most this many messages, pruning the oldest; 0 keeps everything
     analysis: str = "process"  # "process": judge mail in a second process, off the SMTP path; or "thread"
+    analysis_workers: int = 0  # analysis processes; 0 picks one per core beyond the first (at least 1, at most 4)
+
+    @property
+    def workers(self) -> int:
+        if self.analysis != "process":
+            return 1
+        return self.analysis_workers or max(1, min(4, (os.cpu_count() or 1)))
 
     def ensure_data_dir(self) -> Path:
         """Create the data directory owner-only (captured mail is private); an existing one is left as it is."""

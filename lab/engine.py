@@ -24,7 +24,7 @@ from lab.smtp.auth import Credentials
 from lab.smtp.certs import ensure_certificate, server_context
 from lab.smtp.listeners import CaptureHandler, ListenerSpec, default_specs, start_listeners, stop_listeners
 from lab.store import Store
-from lab.writer import GroupWriter
+from lab.writer import GroupWriter, ProcessWriter
 
 log = logging.getLogger("maillab.engine")
 
@@ -43,8 +43,8 @@ class Engine:
         self.subscribers: list[Subscriber] = []
         self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis,
                                      view=view if config.analysis == "thread" else None)
-        self.writer = GroupWriter(config.db_path, on_commit=lambda ids: self.worker.wake.set(),
-                                  keep=config.max_messages)
+        writer = ProcessWriter if config.analysis == "process" else GroupWriter
+        self.writer = writer(config.db_path, on_commit=lambda ids: self.worker.wake.set(), keep=config.max_messages)
 
     def build_view(self) -> DnsView:
         if self.dns_errors is not None:
@@ -110,7 +110,7 @@ class Engine:
 
     async def stop(self) -> None:
         await stop_listeners(self.specs)
-        await asyncio.to_thread(self.writer.stop)
+        await self.writer.close()
         await asyncio.to_thread(self.worker.stop)
 
     def analyse_stored(self, store: Store, capture: Capture) -> Verdict:

@@ -60,6 +60,7 @@ _COLUMNS = (
 
 
 _NCOLS = len(_COLUMNS.split(","))
+_INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)})"
 _PRUNE = "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)"
 
 
@@ -156,13 +157,16 @@ class Store:
 
         `keep` > 0 prunes to the newest `keep` messages in the same transaction.
         """
+        return self.add_flat([flat(c, s) for c, s in items], keep)
+
+    def add_flat(self, rows: list[tuple], keep: int = 0) -> list[int]:
+        """add_many for captures already turned into `flat()` tuples (how the writer process receives them)."""
         ids = []
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            for capture, session in items:
-                cur.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)})",
-                            _row(capture, session))
+            for row in rows:
+                cur.execute(_INSERT, _encoded(row))
                 ids.append(cur.lastrowid)
             if keep > 0:
                 cur.execute(_PRUNE, (keep,))
@@ -176,13 +180,28 @@ class Store:
         return self.add_many([(capture, session or [])])[0]
 
     def save_verdict(self, message_id: int, verdict: Verdict) -> None:
-        h = verdict.headers
-        self.db.execute(
-            "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
-            "failed, data) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
-            (message_id, verdict.level.value, _now(), h.get("from", ""), h.get("to", ""), h.get("subject", ""),
-             " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()), message_id),
-        )
+        self.save_verdicts([(message_id, verdict)])
+
+    def save_verdicts(self, items: list[tuple[int, Verdict]]) -> None:
+        """Store verdicts in one transaction (one fsync for a batch); a message deleted meanwhile gets none."""
+        now = _now()
+        rows = []
+        for message_id, verdict in items:
+            h = verdict.headers
+            rows.append((message_id, verdict.level.value, now, h.get("from", ""), h.get("to", ""),
+                         h.get("subject", ""), " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()),
+                         message_id))
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.executemany(
+                "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
+                "failed, data) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
+                rows)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def delete(self, message_id: int) -> bool:
         return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0
@@ -249,10 +268,14 @@ class Store:
         ]
         return rows[::-1] if order == "ASC" else rows
 
-    def unanalysed(self, limit: int = 100) -> list[Capture]:
+    def unanalysed(self, limit: int = 100, after: int = 0, share: tuple[int, int] = (0, 1)) -> list[Capture]:
+        """Messages without a verdict, oldest first, with ids above `after` (a worker's cursor) and in this
+        worker's `share` (k, n): ids where id % n == k, so n workers split the backlog without talking."""
+        k, n = share
         rows = self.db.execute(
             f"SELECT m.id, {_COLUMNS} FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id "
-            "WHERE v.message_id IS NULL ORDER BY m.id LIMIT ?", (limit,)).fetchall()
+            "WHERE m.id > ? AND m.id % ? = ? AND v.message_id IS NULL ORDER BY m.id LIMIT ?",
+            (after, n, k, limit)).fetchall()
         return [_capture(r) for r in rows]
 
     def position(self, message_id: int, where: Filter | None = None) -> int | None:
@@ -274,15 +297,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _row(c: Capture, session: list) -> tuple:
+def flat(c: Capture, session: list) -> tuple:
+    """A capture as a tuple of plain values in _COLUMNS order: cheap to pickle to the writer process."""
     e, t, cl = c.envelope, c.transport, c.client
     return (
-        c.received_at.isoformat(timespec="microseconds"), c.raw, len(c.raw), e.mail_from, json.dumps(e.rcpt_to),
-        e.helo, json.dumps(e.mail_options), json.dumps(e.rcpt_options), int(e.smtputf8), t.listener.value, t.port,
-        t.tls_version,
-        t.tls_cipher, t.auth_mechanism, t.auth_user, cl.peer_ip, cl.ip, cl.name, cl.source,
-        json.dumps(session),
+        c.received_at.isoformat(timespec="microseconds"), c.raw, len(c.raw), e.mail_from, e.rcpt_to, e.helo,
+        e.mail_options, e.rcpt_options, int(e.smtputf8), t.listener.value, t.port, t.tls_version, t.tls_cipher,
+        t.auth_mechanism, t.auth_user, cl.peer_ip, cl.ip, cl.name, cl.source, session,
     )
+
+
+_JSON_COLUMNS = (4, 6, 7, 19)  # rcpt_to, mail_options, rcpt_options, session
+
+
+def _encoded(row: tuple) -> list:
+    out = list(row)
+    for i in _JSON_COLUMNS:
+        out[i] = json.dumps(out[i])
+    return out
 
 
 def _capture(r: tuple) -> Capture:
