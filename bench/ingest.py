@@ -71,7 +71,7 @@ def start(kind: str, port: int, data: Path) -> subprocess.Popen:
         cmd = ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), f"127.0.0.1:{port}", "1024"]
     else:
         cmd = [sys.executable, "-m", "lab", "serve", "--data-dir", str(data), "--offline", "--relay-port", str(port),
-               "--submission-port", str(free_port()), "--smtps-port", str(free_port())]
+               "--submission-port", str(free_port()), "--smtps-port", str(free_port()), "--pop3-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     wait_listening(port, proc)

@@ -17,9 +17,8 @@ from collections.abc import Callable
 
 from lab.children import die_with_parent
 from lab.config import Config
-from lab.core.analyse import analyse
 from lab.core.dnsview import DnsView
-from lab.store import Store
+from lab.store import Store, sender_key
 
 log = logging.getLogger("maillab.analysis")
 
@@ -44,8 +43,13 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
     `output` ("line" or "json") prints each verdict to stdout here, where it is made, so `serve` costs the
     SMTP process nothing per message.
     """
+    from lab.core.analyse import analyse  # here, not at the top: the lab's SMTP process never analyses
+    from lab.core.message import ParsedMessage
+    from lab.judging import Judge
+
     store = Store(config.db_path)
     view = view if view is not None else build_lab_view(config, errors=[])
+    judge = Judge(config)
     cursor = 0
     try:
         while not stopping.is_set():
@@ -61,12 +65,14 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
             judged = []
             for capture in batch:
                 try:
-                    judged.append((capture, analyse(capture, view, authserv_id=config.hostname)))
+                    message = ParsedMessage(capture.raw)
+                    options = judge.options(capture, message, store)
+                    judged.append((capture, analyse(capture, view, config.hostname, options, message)))
                 except Exception:  # never retried in this run: the cursor has passed it
                     log.exception("analysis of message %s failed", capture.id)
             if not judged:
                 continue
-            store.save_verdicts([(c.id, v) for c, v in judged])
+            store.save_verdicts([(c.id, v) for c, v in judged], {c.id: sender_key(c) for c, _ in judged})
             if output:
                 _print(output, judged, output_lock)
             done([c.id for c, _ in judged])

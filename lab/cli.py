@@ -43,6 +43,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--relay-port", type=int, metavar="N", help="relay listener, port 25 role (default 2525)")
     g.add_argument("--submission-port", type=int, metavar="N", help="submission, port 587 role (default 2587)")
     g.add_argument("--smtps-port", type=int, metavar="N", help="smtps, port 465 role (default 2465)")
+    g.add_argument("--pop3-port", type=int, metavar="N", help="POP3, to read captured mail (default 2110; 0: off)")
+    g.add_argument("--profile", action="append", metavar="[LISTENER=]NAME",
+                   help="judge by a provider's sender rules: gmail-bulk, gmail, yahoo, outlook or none "
+                        "(default none); LISTENER=NAME for one listener; repeatable")
+    g.add_argument("--blocklists", metavar="SETTING",
+                   help="DNS blocklists: default, off, or ip:ZONE,domain:ZONE,... (default: default)")
+    g.add_argument("--spam-filters", choices=["auto", "rspamd", "spamassassin", "off"],
+                   help="ask rspamd/spamd on loopback for a second opinion (default auto: when they listen)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,10 +93,19 @@ def parser() -> argparse.ArgumentParser:
     fmt = sh.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the message as JSON")
     fmt.add_argument("--raw", action="store_true", help="the exact bytes received")
+
+    d = sub.add_parser("dns", help="explain a domain's SPF, DMARC, DKIM and MX records and what to change")
+    _common(d)
+    d.add_argument("domain", metavar="DOMAIN", help="the domain to inspect")
+    d.add_argument("--selector", action="append", metavar="S", help="a DKIM selector to look up (repeatable)")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
 
 def config_from(args: argparse.Namespace) -> Config:
+    from lab.core.profiles import get_profile
+    from lab.judging import blocklist_zones
+
     try:
         explicit = args.config or (Path(os.environ["MAILLAB_CONFIG"]) if os.environ.get("MAILLAB_CONFIG") else None)
         if explicit is not None and not explicit.exists():
@@ -96,8 +113,19 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
-            "smtps_port", "credentials", "max_messages", "analysis_workers")}
+            "smtps_port", "pop3_port", "credentials", "max_messages", "analysis_workers", "blocklists", "spam_filters")}
         config.update(values, "command line")
+        for item in getattr(args, "profile", None) or []:
+            listener, sep, name = item.rpartition("=")
+            if sep:
+                if listener not in ("relay", "submission", "smtps"):
+                    raise ValueError(f"--profile {item}: the listener is relay, submission or smtps")
+                config.profiles = {**config.profiles, listener: name}
+            else:
+                config.profile = name
+        for name in [config.profile, *config.profiles.values()]:
+            get_profile(name)
+        blocklist_zones(config.blocklists)
         if args.zones:
             config.zones = [*config.zones, *args.zones]
     except ValueError as exc:
@@ -117,7 +145,7 @@ def config_from(args: argparse.Namespace) -> Config:
                 raise ValueError(port)
         except ValueError as exc:
             raise UsageError(f"--nameserver {config.nameserver!r} is not IP[:PORT] or [IPv6]:PORT") from exc
-    for flag in ("relay_port", "submission_port", "smtps_port"):
+    for flag in ("relay_port", "submission_port", "smtps_port", "pop3_port"):
         port = getattr(config, flag)
         if not isinstance(port, int) or not 0 <= port < 65536:
             raise UsageError(f"--{flag.replace('_', '-')} {port} is not a port number (0-65535)")
@@ -140,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(config, args)
         if command == "list":
             return cmd_list(config, args)
+        if command == "dns":
+            from lab.dnscmd import run as cmd_dns
+
+            return cmd_dns(args, _view(config), config.db_path)
         if command == "show":
             return cmd_show(config, args)
     except UsageError as exc:
@@ -186,6 +218,9 @@ def cmd_serve(config: Config, as_json: bool) -> int:
             print(f"maillab: WARNING: {exposed_warning(config.bind)}", file=out)
         for spec in engine.specs:
             print(f"maillab: listening {spec.describe()}", file=out)
+        if engine.pop3_port is not None:
+            print(f"maillab: listening pop3 {config.bind}:{engine.pop3_port} (read captured mail: USER is a recipient "
+                  "address or *; STLS offered)", file=out)
         print(f"maillab: DNS {engine.dns_mode}; store {config.db_path}", file=out, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -220,8 +255,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         received_at=datetime.now(UTC),
     )
     from lab.core.analyse import analyse
+    from lab.judging import Judge
 
-    verdict = analyse(capture, _view(config), authserv_id=config.hostname)
+    verdict = analyse(capture, _view(config), config.hostname, Judge(config).options(capture, message), message)
     if args.json:
         print(json.dumps(message_json(capture, verdict), indent=2))
     else:

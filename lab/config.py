@@ -34,6 +34,7 @@ class Config:
     relay_port: int = 2525
     submission_port: int = 2587
     smtps_port: int = 2465
+    pop3_port: int = 2110  # POP3 listener for reading captured mail back; 0 turns it off
     hostname: str = "maillab.localhost"
     max_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
@@ -41,7 +42,11 @@ class Config:
     idle_timeout: float = 300.0
     max_messages: int = 0  # keep at most this many messages, pruning the oldest; 0 keeps everything
     analysis: str = "process"  # "process": judge mail in a second process, off the SMTP path; or "thread"
-    analysis_workers: int = 0  # analysis processes; 0 picks one per core beyond the first (at least 1, at most 4)
+    analysis_workers: int = 0  # analysis processes; 0 picks one per core (at least 1, at most 4)
+    profile: str = "none"  # provider profile every message is judged by (lab.core.profiles)
+    profiles: dict[str, str] = field(default_factory=dict)  # per listener: {"submission": "gmail-bulk"}
+    blocklists: str = "default"  # "default", "off", or "ip:ZONE,domain:ZONE,..."
+    spam_filters: str = "auto"  # ask rspamd / spamd on loopback for a second opinion: auto, rspamd, spamassassin, off
 
     @property
     def workers(self) -> int:

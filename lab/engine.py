@@ -15,10 +15,10 @@ from pathlib import Path
 
 from lab.analyser import AnalysisWorker, build_lab_view
 from lab.config import Config
-from lab.core.analyse import analyse
 from lab.core.dnsview import DnsView
 from lab.core.model import Capture
 from lab.core.results import Verdict
+from lab.pop3 import start_pop3
 from lab.resolver import describe
 from lab.smtp.auth import Credentials
 from lab.smtp.certs import ensure_certificate, server_context
@@ -41,6 +41,9 @@ class Engine:
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
                                                        config.smtps_port)
         self.subscribers: list[Subscriber] = []
+        self.pop3: asyncio.AbstractServer | None = None
+        self.pop3_error: str | None = None  # why POP3 is not listening, when it could not
+        self._judge = None  # built on the first re-check: the SMTP process does not analyse otherwise
         self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis,
                                      view=view if config.analysis == "thread" else None)
         writer = ProcessWriter if config.analysis == "process" else GroupWriter
@@ -76,6 +79,10 @@ class Engine:
         return {s.listener.value: s.port for s in self.specs if s.server is not None}
 
     @property
+    def pop3_port(self) -> int | None:
+        return self.pop3.sockets[0].getsockname()[1] if self.pop3 is not None else None
+
+    @property
     def db_path(self) -> Path:
         return self.config.db_path
 
@@ -95,27 +102,49 @@ class Engine:
         handler = CaptureHandler(self.writer.submit, cfg.client_ip, cfg.max_recipients)
         self.writer.start()
         self.worker.start()
+        tls = server_context(cert, key)
         try:
-            failed = await start_listeners(self.specs, handler, server_context(cert, key), hostname=cfg.hostname,
+            failed = await start_listeners(self.specs, handler, tls, hostname=cfg.hostname,
                                            credentials=credentials, max_size=cfg.max_size,
                                            idle_timeout=cfg.idle_timeout)
+            if cfg.pop3_port:
+                try:
+                    # on_delete: a POP3 QUIT that deleted mail makes the UI re-read its list, as a verdict does
+                    self.pop3 = await start_pop3(cfg.bind, cfg.pop3_port, cfg.db_path, tls, credentials,
+                                                 cfg.hostname, on_delete=self._analysed)
+                    self.pop3_error = None
+                except OSError as exc:
+                    self.pop3_error = (f"cannot listen on {cfg.bind}:{cfg.pop3_port} for pop3: {exc.strerror or exc} "
+                                       "(choose another port with --pop3-port, or 0 to turn POP3 off)")
         except BaseException:
             await self.stop()
             raise
-        errors = [spec.error for spec in failed if spec.error]
+        errors = [spec.error for spec in failed if spec.error] + ([self.pop3_error] if self.pop3_error else [])
         if errors and not partial:
             await self.stop()
             raise OSError("; ".join(errors))
         return errors
 
     async def stop(self) -> None:
+        if self.pop3 is not None:
+            self.pop3.close()  # also ends its sessions, without UPDATE: nothing is deleted by a stopping lab
+            await self.pop3.wait_closed()
+            self.pop3 = None
         await stop_listeners(self.specs)
         await self.writer.close()
         await asyncio.to_thread(self.worker.stop)
 
     def analyse_stored(self, store: Store, capture: Capture) -> Verdict:
-        verdict = analyse(capture, self.view, authserv_id=self.config.hostname)
-        store.save_verdict(capture.id, verdict)
+        from lab.core.analyse import analyse
+        from lab.core.message import ParsedMessage
+        from lab.judging import Judge
+
+        if self._judge is None:
+            self._judge = Judge(self.config)
+        message = ParsedMessage(capture.raw)
+        verdict = analyse(capture, self.view, self.config.hostname, self._judge.options(capture, message, store),
+                          message)
+        store.save_verdict(capture.id, verdict, capture)
         self._analysed([capture.id])
         return verdict
 

@@ -7,7 +7,8 @@ from lab.core.results import Level, Verdict
 from lab.textsafe import visible
 
 SYMBOL = {Level.PASS: "✓", Level.INFO: "·", Level.WARN: "!", Level.FAIL: "✗"}
-FAMILY_ORDER = ("transport", "spf", "dkim", "dmarc", "arc", "sender", "headers")
+FAMILY_ORDER = ("bulk", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers",
+                "content")
 
 
 def message_json(capture: Capture, verdict: Verdict | None, analysed_at: str | None = None) -> dict:
@@ -30,6 +31,8 @@ def message_json(capture: Capture, verdict: Verdict | None, analysed_at: str | N
         "headers": {k: headers.get(k, "") for k in ("from", "to", "subject", "message_id", "date")},
         "verdict": verdict.level.value if verdict else None,
         "disposition": verdict.disposition if verdict else None,
+        "score": verdict.score if verdict else None,
+        "profile": verdict.profile if verdict else None,
         "analysed_at": analysed_at,
         "checks": [ch.to_dict() for ch in verdict.checks] if verdict else [],
         "authentication_results": verdict.authentication_results if verdict else None,
@@ -70,6 +73,11 @@ def verdict_text(capture: Capture, verdict: Verdict | None, color: bool = False)
         lines.append(f"  {key:9} {h.get(key, '')}")
     lines.append("")
     lines.append(f"Verdict: {SYMBOL[verdict.level]} {verdict.level.value.upper()} — {verdict.disposition}")
+    if verdict.score is not None:
+        lost = [c for c in verdict.checks if c.points]
+        lines.append(f"Score: {verdict.score:g}/10" + (f" (profile {verdict.profile})" if verdict.profile != "none"
+                                                       else "") + ("; points lost: " + ", ".join(
+            f"{c.id} -{c.points:g}" for c in sorted(lost, key=lambda c: -c.points)[:8]) if lost else ""))
     for family in FAMILY_ORDER + tuple(sorted(set(verdict.by_family()) - set(FAMILY_ORDER))):
         checks = verdict.by_family().get(family)
         if not checks:
@@ -77,7 +85,8 @@ def verdict_text(capture: Capture, verdict: Verdict | None, color: bool = False)
         lines.append(f"\n[{family}]")
         for ch in checks:
             result = f" ({ch.result})" if ch.result else ""
-            lines.append(f"  {SYMBOL[ch.level]} {ch.level.value:4} {ch.id}{result}: {ch.summary}")
+            points = f" [-{ch.points:g}]" if ch.points else ""
+            lines.append(f"  {SYMBOL[ch.level]} {ch.level.value:4} {ch.id}{result}{points}: {ch.summary}")
             for k, v in ch.evidence.items():
                 lines.append(f"        {k}: {v}")
             if ch.fix and ch.level in (Level.WARN, Level.FAIL, Level.INFO):

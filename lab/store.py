@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.core.model import Capture, Client, Envelope, Listener, SenderHistory, Transport
 from lab.core.results import Level, Verdict
 
 SCHEMA = """
@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS verdicts (
     failed TEXT NOT NULL DEFAULT '',
     data TEXT NOT NULL
 );
+"""
+
+# Added after the first release: sender history (issue 7). Applied to older stores on open.
+_MIGRATIONS = (
+    ("verdicts", "from_addr", "ALTER TABLE verdicts ADD COLUMN from_addr TEXT NOT NULL DEFAULT ''"),
+    ("verdicts", "sender_key", "ALTER TABLE verdicts ADD COLUMN sender_key TEXT NOT NULL DEFAULT ''"),
+)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS verdicts_sender ON verdicts (sender_key, message_id);
+CREATE INDEX IF NOT EXISTS verdicts_from ON verdicts (from_addr, message_id);
 """
 
 _COLUMNS = (
@@ -146,6 +156,13 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
+        for table, column, sql in _MIGRATIONS:
+            if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                try:
+                    self.db.execute(sql)
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
+        self.db.executescript(_INDEXES)
 
     def close(self) -> None:
         self.db.close()
@@ -179,29 +196,49 @@ class Store:
     def add(self, capture: Capture, session: list | None = None) -> int:
         return self.add_many([(capture, session or [])])[0]
 
-    def save_verdict(self, message_id: int, verdict: Verdict) -> None:
-        self.save_verdicts([(message_id, verdict)])
+    def save_verdict(self, message_id: int, verdict: Verdict, capture: Capture | None = None) -> None:
+        self.save_verdicts([(message_id, verdict)], {message_id: sender_key(capture)} if capture else None)
 
-    def save_verdicts(self, items: list[tuple[int, Verdict]]) -> None:
-        """Store verdicts in one transaction (one fsync for a batch); a message deleted meanwhile gets none."""
+    def save_verdicts(self, items: list[tuple[int, Verdict]], senders: dict[int, str] | None = None) -> None:
+        """Store verdicts in one transaction (one fsync for a batch); a message deleted meanwhile gets none.
+
+        `senders` maps a message id to its sender key (see `sender_key`), kept for the sender history."""
         now = _now()
+        senders = senders or {}
         rows = []
         for message_id, verdict in items:
             h = verdict.headers
             rows.append((message_id, verdict.level.value, now, h.get("from", ""), h.get("to", ""),
                          h.get("subject", ""), " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()),
-                         message_id))
+                         h.get("from_address", ""), senders.get(message_id, ""), message_id))
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             cur.executemany(
                 "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
-                "failed, data) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
-                rows)
+                "failed, data, from_addr, sender_key) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)", rows)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def history(self, capture: Capture, from_address: str) -> SenderHistory:
+        """What earlier judged messages say about this capture's sender (the application, by AUTH user or IP)."""
+        key = sender_key(capture)
+        before = capture.id if capture.id is not None else 1 << 62
+        earlier = self.db.execute("SELECT count(*) FROM verdicts WHERE sender_key = ? AND message_id < ?",
+                                  (key, before)).fetchone()[0]
+        addresses = [r[0] for r in self.db.execute(
+            "SELECT from_addr FROM verdicts WHERE sender_key = ? AND message_id < ? AND from_addr != '' "
+            "ORDER BY message_id DESC LIMIT 200", (key, before))]
+        ips = [r[0] for r in self.db.execute(
+            "SELECT m.client_ip FROM verdicts v JOIN messages m ON m.id = v.message_id "
+            "WHERE v.from_addr = ? AND v.message_id < ? ORDER BY v.message_id DESC LIMIT 200",
+            (from_address.lower(), before))] if from_address else []
+        label = f"AUTH user {capture.transport.auth_user}" if capture.transport.auth_user else \
+            f"client {capture.client.ip}"
+        return SenderHistory(label, earlier, tuple(dict.fromkeys(addresses)), tuple(dict.fromkeys(ips)))
 
     def delete(self, message_id: int) -> bool:
         return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0
@@ -295,6 +332,11 @@ class Store:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def sender_key(c: Capture) -> str:
+    """The sending application: its AUTH user, else its (effective) client IP."""
+    return f"auth:{c.transport.auth_user}" if c.transport.auth_user else f"ip:{c.client.ip}"
 
 
 def flat(c: Capture, session: list) -> tuple:

@@ -25,14 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
-from lab.children import die_with_parent
+from lab.commit import MAX_BATCH, commit_loop
 from lab.core.model import Capture
 from lab.store import Store, flat
 
 log = logging.getLogger("maillab.writer")
 _LEN = struct.Struct("!i")  # multiprocessing.Connection's framing, so the child can use recv_bytes()
 
-MAX_BATCH = 256
 
 
 class GroupWriter:
@@ -127,7 +126,7 @@ class ProcessWriter:
     def _spawn(self) -> None:
         req_r, req_w = self._ctx.Pipe(duplex=False)
         res_r, res_w = self._ctx.Pipe(duplex=False)
-        self._proc = self._ctx.Process(target=_writer_main, args=(self.db_path, self.keep, req_r, res_w),
+        self._proc = self._ctx.Process(target=commit_loop, args=(self.db_path, self.keep, req_r, res_w),
                                        name="maillab-writer", daemon=True)
         self._proc.start()
         req_r.close()
@@ -240,42 +239,3 @@ class ProcessWriter:
         except TimeoutError:
             self._proc.kill()
         await asyncio.to_thread(self._proc.join, 10)
-
-
-def _writer_main(db_path: Path, keep: int, requests, results) -> None:
-    """The child: read frames on a thread, commit whatever has queued up in one transaction, report ids."""
-    die_with_parent()
-    store = Store(db_path)
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-
-    def read() -> None:
-        try:
-            while True:
-                inbox.put(requests.recv_bytes())
-        except (EOFError, OSError):
-            inbox.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        done = False
-        while not done:
-            frames = [inbox.get()]
-            while len(frames) < MAX_BATCH:
-                try:
-                    frames.append(inbox.get_nowait())
-                except queue.Empty:
-                    break
-            if None in frames:
-                frames = frames[:frames.index(None)]
-                done = True
-            if not frames:
-                continue
-            batch = [pickle.loads(f) for f in frames]
-            seqs = [seq for seq, _ in batch]
-            try:
-                reply = ("ok", seqs, store.add_flat([row for _, row in batch], keep))
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
-                reply = ("error", seqs, f"could not store the message: {exc}")
-            results.send_bytes(pickle.dumps(reply))
-    finally:
-        store.close()

@@ -13,16 +13,22 @@ from dataclasses import replace
 
 from lab.core.authres import render
 from lab.core.checks.arc import check_arc
+from lab.core.checks.blocklist import check_blocklist
+from lab.core.checks.bulk import check_bulk, profile_disposition
+from lab.core.checks.client import check_client
+from lab.core.checks.content import check_content, external_results
 from lab.core.checks.dkim import check_dkim
 from lab.core.checks.dmarc import check_dmarc
 from lab.core.checks.headers import check_headers
 from lab.core.checks.sender import check_sender
 from lab.core.checks.spf import check_helo, check_mailfrom
 from lab.core.checks.transport import check_transport
-from lab.core.context import Context
+from lab.core.context import Context, Options
 from lab.core.dnsview import DnsView
+from lab.core.message import ParsedMessage
 from lab.core.model import Capture
 from lab.core.results import CheckResult, Level, Verdict, check
+from lab.core.score import priced, score
 
 Check = Callable[[Context], list[CheckResult]]
 
@@ -34,25 +40,41 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("arc", check_arc),
     ("sender", check_sender),
     ("headers", check_headers),
+    ("client", check_client),
+    ("content", check_content),
 )
 
-FAMILIES = ("transport", "spf", "dkim", "dmarc", "arc", "sender", "headers")
+FAMILIES = ("bulk", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers", "content")
 
 
-def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab") -> Verdict:
-    ctx = Context(capture, dns, authserv_id)
+def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab", options: Options | None = None,
+            message: ParsedMessage | None = None) -> Verdict:
+    """Every check, then DMARC (from SPF and DKIM), then the provider profile's rules (from all of them).
+
+    `message` is the capture already parsed, when the caller needed it first (to choose the options)."""
+    options = options or Options()
+    ctx = Context(capture, dns, authserv_id, options, _message=message)
     results: list[CheckResult] = []
     for family, fn in CHECKS:
         results.extend(_guarded(family, fn, ctx))
+    if options.blocklists is not None:
+        results.extend(_guarded("blocklist", lambda c: check_blocklist(c, options.blocklists), ctx))
     results.extend(_guarded("dmarc", lambda c: check_dmarc(c, results), ctx))
     results = _dmarc_override(results)
+    profile = options.profile if options.profile is not None and getattr(options.profile, "provider", "") else None
+    if profile is not None:
+        results.extend(_guarded("bulk", lambda c: check_bulk(c, results, profile), ctx))
+    results.extend(external_results(options.external))
+    results = priced(results)
     ordered = _unique_ids(sorted(results, key=lambda r: FAMILIES.index(r.family) if r.family in FAMILIES else 99))
     return Verdict(
         level=Verdict.overall(ordered),
         checks=ordered,
         authentication_results=render(authserv_id, capture, ordered),
-        disposition=disposition(ordered),
+        disposition=profile_disposition(ordered, profile) if profile is not None else disposition(ordered),
         headers=_summary(ctx),
+        score=score(ordered),
+        profile=profile.name if profile is not None else "none",
     )
 
 

@@ -1,4 +1,4 @@
-"""Provides the Context handed to every check: the capture, its parsed message and the DNS view."""
+"""Provides the Context handed to every check: the capture, its parsed message, the DNS view and the options."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ from functools import cached_property
 
 from lab.core.dnsview import DnsView
 from lab.core.message import ParsedMessage
-from lab.core.model import Capture
+from lab.core.model import Capture, SenderHistory
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to judge: which provider's rules, which blocklists, what the store and outside filters add."""
+
+    profile: object | None = None  # lab.core.profiles.Profile; None or the "none" profile: no provider rules
+    blocklists: object | None = None  # lab.core.checks.blocklist.BlocklistZones; None: no blocklist lookups
+    history: SenderHistory | None = None  # None: no history kept (maillab check)
+    external: tuple = ()  # lab.core.checks.content.ExternalScore from rspamd/spamd, shown beside the score
 
 
 @dataclass
@@ -15,6 +25,7 @@ class Context:
     capture: Capture
     dns: DnsView
     authserv_id: str = "maillab"
+    options: Options = field(default_factory=Options)
     _message: ParsedMessage | None = field(default=None, repr=False)
 
     @cached_property

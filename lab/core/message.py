@@ -102,6 +102,7 @@ class ParsedMessage:
             "subject": self.first("subject") or "",
             "message_id": self.first("message-id") or "",
             "date": self.first("date") or "",
+            "from_address": self.from_mailbox.address.lower() if self.from_mailbox else "",
         }
 
 

@@ -87,6 +87,20 @@ class Capture:
     id: int | None = None
 
 
+@dataclass(frozen=True)
+class SenderHistory:
+    """What the store knew about the sending application before this message (the adapter looks it up).
+
+    The sender is the application, recognised by its AUTH user or else its client IP; `from_addresses` are
+    the From addresses it used before, newest first, and `ips` the client IPs this From address came from.
+    """
+
+    sender: str  # "auth user alice" or "client 192.0.2.10"
+    earlier: int = 0  # messages from this sender before this one
+    from_addresses: tuple[str, ...] = ()  # newest first, distinct
+    ips: tuple[str, ...] = ()  # client IPs the same From address used before, newest first
+
+
 def domain_of(address: str | None) -> str | None:
     """The domain of an address, lower-cased, or None when there is none."""
     if not address or "@" not in address:

@@ -56,6 +56,7 @@ class CheckResult:
     evidence: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     fix: str | None = None
     ref: str | None = None  # where the rule comes from: "RFC 7208 §2.6"
+    points: float = 0.0  # what the finding costs in the 0-10 deliverability score (lab.core.score); 0 = nothing
     family: str = field(init=False, repr=False, compare=False)  # the part of the id before the first dot
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class CheckResult:
             "fix": self.fix,
             "ref": self.ref,
             "evidence": dict(self.evidence),
+            "points": self.points,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class CheckResult:
             evidence=MappingProxyType(dict(data.get("evidence") or {})),
             fix=data.get("fix"),
             ref=data.get("ref"),
+            points=float(data.get("points") or 0.0),
         )
 
 
@@ -94,6 +97,7 @@ def check(
     result: str | None = None,
     fix: str | None = None,
     ref: str | None = None,
+    points: float = 0.0,
     **evidence: object,
 ) -> CheckResult:
     """Build a CheckResult, dropping empty evidence and turning values into strings.
@@ -103,7 +107,7 @@ def check(
     ev = {k.replace("_", "-"): _text(v) for k, v in evidence.items() if v not in (None, "", (), [])}
     if ref and level in (Level.FAIL, Level.WARN) and ref.startswith("RFC"):
         ev.setdefault("rfc", ref)
-    return CheckResult(id, level, summary, result, MappingProxyType(ev), fix, ref)
+    return CheckResult(id, level, summary, result, MappingProxyType(ev), fix, ref, points)
 
 
 def _text(value: object) -> str:
@@ -121,6 +125,8 @@ class Verdict:
     authentication_results: str
     disposition: str  # what a receiver would do, in one line
     headers: Mapping[str, str] = field(default_factory=dict)  # from, to, subject, message_id for lists
+    score: float | None = None  # 0-10, lab.core.score; None for verdicts stored before there was a score
+    profile: str = "none"  # the provider profile the message was judged by
 
     @classmethod
     def overall(cls, checks: Iterable[CheckResult]) -> Level:
@@ -143,6 +149,8 @@ class Verdict:
             "checks": [c.to_dict() for c in self.checks],
             "authentication_results": self.authentication_results,
             "headers": dict(self.headers),
+            "score": self.score,
+            "profile": self.profile,
         }
 
     @classmethod
@@ -153,4 +161,6 @@ class Verdict:
             authentication_results=data["authentication_results"],
             disposition=data.get("disposition", ""),
             headers=dict(data.get("headers") or {}),
+            score=data.get("score"),
+            profile=data.get("profile") or "none",
         )

@@ -106,7 +106,7 @@ def test_serve_list_show_round_trip(tmp_path):
     common = ["--data-dir", str(data), *ZONE_ARGS, "--offline"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "serve", "--json", *common, "--client-ip", GOOD_IP, "--relay-port", str(relay),
-         "--submission-port", str(submission), "--smtps-port", str(smtps)],
+         "--submission-port", str(submission), "--smtps-port", str(smtps), "--pop3-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     try:
         deadline = time.monotonic() + 20
@@ -149,7 +149,7 @@ def test_serve_on_a_busy_port_exits_2_naming_the_port(tmp_path):
     port = busy.getsockname()[1]
     try:
         out = maillab("serve", "--data-dir", str(tmp_path), "--offline", "--relay-port", str(port),
-                      "--submission-port", "0", "--smtps-port", "0")
+                      "--submission-port", "0", "--smtps-port", "0", "--pop3-port", "0")
     finally:
         busy.close()
     assert out.returncode == 2

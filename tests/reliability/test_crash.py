@@ -66,7 +66,7 @@ class LabProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lab", "serve", "--data-dir", str(self.data_dir), "--offline",
              "--relay-port", str(self.ports["relay"]), "--submission-port", str(self.ports["submission"]),
-             "--smtps-port", str(self.ports["smtps"])],
+             "--smtps-port", str(self.ports["smtps"]), "--pop3-port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MAILLAB_CONFIG": os.devnull})
         self.starts += 1
         deadline = time.monotonic() + 30

@@ -28,7 +28,8 @@ def test_default_bind_is_loopback_and_other_addresses_warn():
 
 def test_serve_warns_loudly_on_a_public_bind(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--data-dir", str(tmp_path), "--offline",
-                             "--bind", "0.0.0.0", "--relay-port", "0", "--submission-port", "0", "--smtps-port", "0"],
+                             "--bind", "0.0.0.0", "--relay-port", "0", "--submission-port", "0", "--smtps-port", "0",
+                             "--pop3-port", "0"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     try:

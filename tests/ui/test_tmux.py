@@ -35,7 +35,7 @@ def test_the_lab_in_a_real_terminal(tmp_path):
     session = f"maillab-test-{relay}"
     zones = " ".join(f"--zone {z}" for z in ZONES)
     command = (f"{sys.executable} -m lab --data-dir {tmp_path} --offline {zones} --client-ip 192.0.2.10 "
-               f"--relay-port {relay} --submission-port {submission} --smtps-port {smtps}")
+               f"--relay-port {relay} --submission-port {submission} --smtps-port {smtps} --pop3-port 0")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "44",
                     f"env -u COLUMNS -u LINES MAILLAB_CONFIG=/dev/null TERM=xterm-256color {command}"], check=True)
     subprocess.run(["tmux", "set-option", "-t", session, "window-size", "manual"], capture_output=True)

@@ -63,6 +63,7 @@ def check_sender(ctx: Context) -> list[CheckResult]:
         *_reply_to(ctx, box),
         *_message_id(ctx),
         *_date(ctx),
+        *_history(ctx, box),
     ]
 
 
@@ -279,6 +280,43 @@ def _date(ctx: Context) -> list[CheckResult]:
                       **ev, fix="The mail sat in a queue, was resent with its old Date, or the sender's clock is "
                                 "wrong: set Date when the message is actually sent, and run NTP.")]
     return [check("sender.date", Level.PASS, "Date is present and plausible", ref=ref, **ev)]
+
+
+def _history(ctx: Context, box: Mailbox | None) -> list[CheckResult]:
+    """Reputation follows the From domain and the sending IP: providers trust a sender that keeps both steady
+    from one campaign to the next, and hold back a new or suddenly different one until it earns trust."""
+    h = ctx.options.history
+    if h is None or box is None:
+        return []
+    ref = "Gmail sender guidelines; M3AAWG Sending Domains BCP"
+    address, domain = box.address.lower(), (box.domain or "")
+    ip = ctx.capture.client.ip
+    ev = dict(sender=h.sender, earlier_messages=h.earlier, earlier_from=_listed(h.from_addresses, 5),
+              earlier_ips=_listed(h.ips, 5))
+    if h.earlier == 0:
+        return [check("sender.history", Level.INFO, f"The first message seen from this sender ({_shown(h.sender)})",
+                      fix="Providers are wary of senders they have not seen: start a new domain or IP with low "
+                          "volume and raise it over weeks (warm-up).", ref=ref, **ev)]
+    domains = {a.rpartition("@")[2] for a in h.from_addresses}
+    out = []
+    if h.from_addresses and domain not in domains:
+        before = _shown(", ".join(sorted(domains)[:3]))
+        out.append(check("sender.history", Level.WARN, f"This sender changed its From domain: {_shown(domain)} "
+                         f"now, {before} before", ref=ref, **ev,
+                         fix="Keep sending from the same From domain: its reputation does not move with you, and "
+                             "a sudden new domain from a known sender looks like a hijacked account."))
+    elif h.from_addresses and address not in h.from_addresses:
+        out.append(check("sender.history", Level.INFO, f"A new From address for this sender: {_shown(address)} "
+                         f"(before: {_shown(h.from_addresses[0])})", ref=ref, **ev,
+                         fix="Use one dedicated From address per kind of mail (receipts@, news@) and keep it."))
+    if h.ips and ip not in h.ips:
+        out.append(check("sender.history-ip", Level.WARN, f"{_shown(address)} came from a new sending IP {ip} "
+                         f"(before: {_shown(', '.join(h.ips[:3]))})", ref=ref, **ev,
+                         fix="Keep mail for one domain on stable IPs; warm up a new IP with low volume, and make "
+                             "sure SPF covers it."))
+    return out or [check("sender.history", Level.PASS, f"Consistent with {h.earlier} earlier message"
+                         f"{'s' if h.earlier != 1 else ''} from this sender: same From address and sending IP",
+                         ref=ref, **ev)]
 
 
 def _listed(values: Iterable[str], limit: int = 10) -> list[str]:

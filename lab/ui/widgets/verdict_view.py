@@ -13,7 +13,8 @@ from lab.textsafe import visible
 from lab.ui.format import STYLE, SYMBOL
 
 TITLES = {"transport": "Transport", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "arc": "ARC", "sender": "Sender",
-          "headers": "Headers"}
+          "headers": "Headers", "client": "Client (IP, reverse DNS, HELO)", "blocklist": "Blocklists",
+          "content": "Content", "bulk": "Provider rules"}
 
 
 def check_text(checks) -> Group:
@@ -25,6 +26,8 @@ def check_text(checks) -> Group:
         line.append(ch.id, style="bold")
         if ch.result:
             line.append(f" ({ch.result})", style=STYLE[ch.level])
+        if ch.points:
+            line.append(f" -{ch.points:g}", style="bold " + STYLE[ch.level])
         line.append("  " + visible(ch.summary))
         blocks.append(line)
         for key, value in ch.evidence.items():
@@ -72,6 +75,8 @@ class VerdictView(VerticalScroll):
             return
         head = Text()
         head.append(f" {SYMBOL[verdict.level]} {verdict.level.value.upper()} ", style=f"reverse {STYLE[verdict.level]}")
+        if verdict.score is not None:
+            head.append(f"  {verdict.score:g}/10 ", style="bold")
         head.append("  What a receiver would do: ", style="bold")
         head.append(visible(verdict.disposition))
         problems = [c for c in verdict.checks if c.level is Level.FAIL] + \
@@ -96,7 +101,11 @@ class VerdictView(VerticalScroll):
             pane.update(check_text(checks))
             for lv in ("pass", "warn", "fail"):
                 pane.set_class(level.value == lv, f"level-{lv}")
-            pane.border_title = f"{SYMBOL[level]} {TITLES.get(family, family.title())}"
+            title = TITLES.get(family, family.title())
+            if family == "bulk" and verdict.profile != "none":
+                title = f"{title}: {verdict.profile}"
+            lost = sum(c.points for c in checks)
+            pane.border_title = f"{SYMBOL[level]} {title}" + (f"  (-{lost:g})" if lost else "")
         authres.display = True
         authres.update(Text("Authentication-Results: " + visible(verdict.authentication_results)))
         self.scroll_home(animate=False)
