@@ -99,6 +99,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("domain", metavar="DOMAIN", help="the domain to inspect")
     d.add_argument("--selector", action="append", metavar="S", help="a DKIM selector to look up (repeatable)")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    from lab import mailio, waiting
+
+    mailio.add_parsers(sub, _common)
+    waiting.add_parser(sub, _common)
     return p
 
 
@@ -174,6 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_dns(args, _view(config), config.db_path)
         if command == "show":
             return cmd_show(config, args)
+        if command in ("export", "import"):
+            from lab import mailio
+
+            return (mailio.run_export if command == "export" else mailio.run_import)(args, config)
+        if command == "wait":
+            from lab import waiting
+
+            return waiting.run(args, config)
     except UsageError as exc:
         print(f"maillab: {exc}", file=sys.stderr)
         return 2
@@ -244,7 +257,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     message = ParsedMessage(raw)
     mail_from = args.mail_from
     if mail_from is None:
-        mail_from = _default_mail_from(message)
+        mail_from = default_mail_from(message)
     client_ip = config.client_ip or "127.0.0.1"
     capture = Capture(
         raw=raw,
@@ -265,7 +278,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return 1 if verdict.level is Level.FAIL else 0
 
 
-def _default_mail_from(message: ParsedMessage) -> str:
+def default_mail_from(message: ParsedMessage) -> str:
     for name in ("return-path", "from"):
         value = message.first(name)
         if value:
