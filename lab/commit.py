@@ -17,9 +17,11 @@ from lab.store import Store
 MAX_BATCH = 256
 
 
-def commit_loop(db_path: Path, keep: int, requests, results) -> None:
+def commit_loop(db_path: Path, keep: int, requests, results, parent_ends=()) -> None:
     """The child: read frames on a thread, commit whatever has queued up in one transaction, report ids."""
     die_with_parent()
+    for end in parent_ends:  # copies a fork left here: the lab closing its end must reach us as EOF
+        end.close()
     store = Store(db_path)
     inbox: queue.SimpleQueue = queue.SimpleQueue()
 

@@ -109,7 +109,7 @@ class ProcessWriter:
         self.db_path = db_path
         self.on_commit = on_commit
         self.keep = keep
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc = None
         self._out = bytearray()  # frames the pipe would not take yet
@@ -120,13 +120,19 @@ class ProcessWriter:
         self._exited: asyncio.Future | None = None
 
     def start(self) -> None:
+        """Fork when nothing else runs yet (`serve`: the child is committing within milliseconds, which is what
+        a lab restarted after a crash needs); spawn a fresh interpreter when other threads exist (the TUI), as
+        forking a threaded process can copy a lock some other thread held."""
         self._loop = asyncio.get_running_loop()
         self._spawn()
 
     def _spawn(self) -> None:
+        safe = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+        self._ctx = multiprocessing.get_context("fork" if safe else "spawn")
         req_r, req_w = self._ctx.Pipe(duplex=False)
         res_r, res_w = self._ctx.Pipe(duplex=False)
-        self._proc = self._ctx.Process(target=commit_loop, args=(self.db_path, self.keep, req_r, res_w),
+        # the parent's ends go along so a forked child can close its copies: else it never sees EOF on close
+        self._proc = self._ctx.Process(target=commit_loop, args=(self.db_path, self.keep, req_r, res_w, (req_w, res_r)),
                                        name="maillab-writer", daemon=True)
         self._proc.start()
         req_r.close()

@@ -15,7 +15,7 @@ from support import ZONES
 class RunningLab:
     def __init__(self, data_dir: Path, **settings):
         self.config = Config(data_dir=data_dir, zones=[str(z) for z in ZONES], offline=True,
-                             relay_port=0, submission_port=0, smtps_port=0, pop3_port=0,
+                             relay_port=0, submission_port=0, smtps_port=0, pop3_port=0, spam_filters="off",
                     analysis="thread")  # fast to start; the process mode is tested through `serve`
         self.config.update(settings, "test")
         self.engine = Engine(self.config)
