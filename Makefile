@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/analysis.py
 	$(PY) bench/tui_list.py
+	$(PY) bench/serve_rss.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lab tests
