@@ -95,13 +95,14 @@ def html_links(text: str) -> list[Link]:
 
 def text_links(text: str) -> list[Link]:
     """The http and https URLs written in plain text; trailing prose punctuation is not part of them."""
-    out: dict[Link, None] = {}
+    out: dict[str, Link] = {}
     for m in _TEXT_URL.finditer(text):
         href = m.group().rstrip(_TRAILING)
-        out.setdefault(Link(href, "", host(href), "text"))
-        if len(out) >= MAX_LINKS:
-            break
-    return list(out)
+        if href not in out:  # a newsletter repeats its links: parse each once
+            out[href] = Link(href, "", host(href), "text")
+            if len(out) >= MAX_LINKS:
+                break
+    return list(out.values())
 
 
 def host(href: str) -> str | None:
