@@ -64,10 +64,35 @@ class _BoundedParser(BytesFeedParser):
 
 
 def parse(raw: bytes) -> Message:
+    quick = _single_part(raw)
+    if quick is not None:
+        return quick
     parser = _BoundedParser()
     for start in range(0, len(raw), 1 << 16):
         parser.feed(raw[start:start + (1 << 16)])
     return parser.close()
+
+
+_MULTI = re.compile(rb"(?im)^content-type:[ \t]*(?:\r\n[ \t]+)*(?:multipart|message)/")
+_HEAD_LINE = re.compile(rb"[!-9;-~]+:|[ \t]")  # a field name and colon, or a folded continuation
+
+
+def _single_part(raw: bytes) -> Message | None:
+    """A one-part message the way the stdlib parser reads it, without its line-at-a-time loop over the body
+    (0.5 ms for 12 KB, and most mail is one text part). Only plain cases: CRLF throughout the header
+    section, every line a field or a continuation, and no multipart or message/* type; anything else goes
+    to the full parser. tests/core/test_mime.py compares the two on every corpus message."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = raw[:end + 2]
+    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n") or _MULTI.search(head):
+        return None
+    if not all(_HEAD_LINE.match(line) for line in head[:-2].split(b"\r\n")):
+        return None
+    msg = email.message_from_bytes(head + b"\r\n", policy=email.policy.compat32)
+    msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
+    return msg
 
 
 def tree(raw: bytes) -> Part:
