@@ -51,6 +51,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="DNS blocklists: default, off, or ip:ZONE,domain:ZONE,... (default: default)")
     g.add_argument("--spam-filters", choices=["auto", "rspamd", "spamassassin", "off"],
                    help="ask rspamd/spamd on loopback for a second opinion (default auto: when they listen)")
+    g.add_argument("--rules", metavar="FILE",
+                   help="rules file (TOML): scripted refusals, delays, greylisting, bounces; re-read on change")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--helo", metavar="NAME", help="the HELO/EHLO name to assume")
     c.add_argument("--mail-from", metavar="ADDR", help="MAIL FROM (default: Return-Path, else From)")
     c.add_argument("--rcpt", action="append", metavar="ADDR", help="RCPT TO (repeatable)")
-    c.add_argument("--listener", choices=[x.value for x in Listener], default="cli",
+    c.add_argument("--listener", choices=[x.value for x in Listener if x is not Listener.LAB], default="cli",
                    help="judge as if received on this listener")
     c.add_argument("--tls", action="store_true", help="assume the session was TLS-protected")
     c.add_argument("--tls-version", metavar="V", default="TLSv1.3", help="with --tls: the protocol (TLSv1.3)")
@@ -85,7 +87,9 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list captured messages, newest first")
     _common(ls)
     ls.add_argument("--json", action="store_true", help="a JSON array of messages")
-    ls.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+    ls.add_argument("--limit", type=int, metavar="N", help="at most N messages (with --attempts: N groups)")
+    ls.add_argument("--attempts", action="store_true",
+                    help="the refused attempts instead, grouped by sender and recipient, with the retry verdict")
 
     sh = sub.add_parser("show", help="show one captured message and its verdict")
     _common(sh)
@@ -118,7 +122,8 @@ def config_from(args: argparse.Namespace) -> Config:
         config = load(args.config)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
-            "smtps_port", "pop3_port", "credentials", "max_messages", "analysis_workers", "blocklists", "spam_filters")}
+            "smtps_port", "pop3_port", "credentials", "max_messages", "analysis_workers", "blocklists", "spam_filters",
+            "rules")}
         config.update(values, "command line")
         for item in getattr(args, "profile", None) or []:
             listener, sep, name = item.rpartition("=")
@@ -162,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from(args)
         if args.command is None:
+            _check_rules(config)
             if sys.stdin.isatty() and sys.stdout.isatty():
                 return cmd_ui(config)
             print("maillab: no terminal for the UI; serving headless (maillab serve)", file=sys.stderr)
             return cmd_serve(config, False)
         command = args.command
         if command == "serve":
+            _check_rules(config)
             return cmd_serve(config, getattr(args, "json", False))
         if command == "check":
             return cmd_check(config, args)
@@ -198,6 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _check_rules(config: Config) -> None:
+    """A rules file that does not load stops the lab before it starts (exit 2), naming the rule and key."""
+    if not config.rules:
+        return
+    from lab.rules import RulesError, load_rules
+
+    try:
+        load_rules(config.rules)
+    except RulesError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _view(config: Config):
     from lab.resolver import build_view
 
@@ -216,10 +235,16 @@ def cmd_ui(config: Config) -> int:
 
 def cmd_serve(config: Config, as_json: bool) -> int:
     from lab.engine import Engine
+    from lab.rules import RulesError
 
-    engine = Engine(config, _view(config))
+    try:
+        engine = Engine(config, _view(config))
+    except RulesError as exc:  # the file changed for the worse since _check_rules
+        raise UsageError(str(exc)) from exc
 
     engine.worker.output = "json" if as_json else "line"  # printed by the analysis worker, off the SMTP path
+    engine.subscribe_rules(lambda text, bad: print(f"maillab: {'ERROR: ' if bad else ''}{text}", file=sys.stderr,
+                                                   flush=True))
 
     async def run() -> None:
         try:
@@ -234,6 +259,8 @@ def cmd_serve(config: Config, as_json: bool) -> int:
         if engine.pop3_port is not None:
             print(f"maillab: listening pop3 {config.bind}:{engine.pop3_port} (read captured mail: USER is a recipient "
                   "address or *; STLS offered)", file=out)
+        if config.rules:
+            print(f"maillab: rules {config.rules} (re-read when it changes)", file=out)
         print(f"maillab: DNS {engine.dns_mode}; store {config.db_path}", file=out, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -295,6 +322,8 @@ def _open_store(config: Config) -> Store:
 
 
 def cmd_list(config: Config, args: argparse.Namespace) -> int:
+    if getattr(args, "attempts", False):
+        return cmd_list_attempts(config, args)
     store = _open_store(config)
     try:
         rows = store.summaries(limit=args.limit)
@@ -321,6 +350,33 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_list_attempts(config: Config, args: argparse.Namespace) -> int:
+    """`list --attempts`: refused attempts grouped by sender and recipient, each group with its retry verdict."""
+    from lab.core.checks.retry import check_retries
+    from lab.render import group_json, group_text
+
+    store = _open_store(config)
+    try:
+        groups = store.attempt_groups(limit=args.limit)
+        judged = [(g, check_retries(g.attempts, g.accepted_at, [g.rcpt] if g.rcpt else ())) for g in groups]
+        if args.json:
+            print(json.dumps([group_json(g, checks) for g, checks in judged], indent=2))
+            return 0
+        for g, checks in judged:
+            print(group_text(g, checks))
+            print()
+        if not groups:
+            print("no refused attempts recorded", file=sys.stderr)
+        return 0
+    finally:
+        store.close()
+
+
+def _attempts_of(store: Store, capture: Capture):
+    message = ParsedMessage(capture.raw)
+    return store.attempts_for(capture, message.first("message-id"))
+
+
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
     store = _open_store(config)
     try:
@@ -332,11 +388,20 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(stored.capture.raw)
             sys.stdout.buffer.flush()
         elif args.json:
+            from lab.render import attempt_json
+
             doc = message_json(stored.capture, stored.verdict, stored.analysed_at)
             doc["session"] = stored.session
+            doc["attempts"] = [attempt_json(a) for a in _attempts_of(store, stored.capture)]
             print(json.dumps(doc, indent=2))
         else:
+            from lab.render import attempts_text
+
             print(verdict_text(stored.capture, stored.verdict, color=sys.stdout.isatty()))
+            checks = [c for c in stored.verdict.checks if c.family == "retry"] if stored.verdict else []
+            section = attempts_text(_attempts_of(store, stored.capture), checks)
+            if section:
+                print(section)
         return 0
     finally:
         store.close()

@@ -47,6 +47,9 @@ class Config:
     profiles: dict[str, str] = field(default_factory=dict)  # per listener: {"submission": "gmail-bulk"}
     blocklists: str = "default"  # "default", "off", or "ip:ZONE,domain:ZONE,..."
     spam_filters: str = "auto"  # ask rspamd / spamd on loopback for a second opinion: auto, rspamd, spamassassin, off
+    rules: str | None = None  # a rules file (lab.rules): scripted refusals, delays, greylisting, bounces
+    rules_seed: int | None = None  # seeds the rules' `probability` draws, so a chaos run can be repeated
+    greylist_delay: float | None = None  # seconds the built-in greylist@ waits (default 60) when there is no rules file
 
     @property
     def workers(self) -> int:
@@ -78,6 +81,15 @@ class Config:
                 continue
             if name == "data_dir":
                 value = Path(value).expanduser()
+            elif name == "rules":
+                if not isinstance(value, str | os.PathLike) or not str(value):
+                    raise ValueError(f"{source}: rules must be the path of a rules file")
+                value = str(Path(value).expanduser())
+            elif name == "greylist_delay" and (isinstance(value, bool) or not isinstance(value, int | float)
+                                               or not 0 <= value <= 86400):
+                raise ValueError(f"{source}: greylist_delay must be a number of seconds from 0 to 86400")
+            elif name == "rules_seed" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{source}: rules_seed must be a whole number")
             elif name == "zones":
                 value = [str(v) for v in (value if isinstance(value, list) else [value])]
             setattr(self, name, value)
@@ -95,6 +107,8 @@ def load(path: Path | None = None) -> Config:
         base = path.parent
         if "zones" in data:
             data["zones"] = [str(base / Path(z).expanduser()) for z in data["zones"]]
+        if isinstance(data.get("rules"), str):
+            data["rules"] = str(base / Path(data["rules"]).expanduser())
         config.update(data, str(path))
     return config
 

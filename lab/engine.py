@@ -3,12 +3,17 @@
 listener -> writer (commit, then 250) -> analysis worker (analyse, save verdict) -> subscribers.
 The analysis worker runs in its own thread so a slow DNS answer never holds up an SMTP session, and it
 analyses whatever was stored but not yet judged when the lab starts (after a crash, say).
+
+The rules (lab.rules) come from `--rules FILE` or are the built-in local parts. A rules file is re-read
+by a background task that stats it once a second in a thread, so the SMTP path never touches the disk; a
+reload, or an edit that does not load (the old rules stay), is told to the `rules` subscribers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +25,7 @@ from lab.core.model import Capture
 from lab.core.results import Verdict
 from lab.pop3 import start_pop3
 from lab.resolver import describe
+from lab.rules import RELOAD_INTERVAL, RulesError, RuleSet, RulesFile
 from lab.smtp.auth import Credentials
 from lab.smtp.certs import ensure_certificate, server_context
 from lab.smtp.listeners import CaptureHandler, ListenerSpec, default_specs, start_listeners, stop_listeners
@@ -29,6 +35,7 @@ from lab.writer import GroupWriter, ProcessWriter
 log = logging.getLogger("maillab.engine")
 
 Subscriber = Callable[[list[int]], None]  # called with the ids of freshly judged messages
+RulesSubscriber = Callable[[str, bool], None]  # called with what happened to the rules file, and whether it is an error
 
 
 class Engine:
@@ -41,6 +48,12 @@ class Engine:
         self.specs: list[ListenerSpec] = default_specs(config.bind, config.relay_port, config.submission_port,
                                                        config.smtps_port)
         self.subscribers: list[Subscriber] = []
+        self.rules_subscribers: list[RulesSubscriber] = []
+        self.rules_error: str | None = None  # why the rules file is not (or no longer) in use
+        self.rules = self.build_rules(tolerant)
+        self.handler: CaptureHandler | None = None
+        self._rules_task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pop3: asyncio.AbstractServer | None = None
         self.pop3_error: str | None = None  # why POP3 is not listening, when it could not
         self._judge = None  # built on the first re-check: the SMTP process does not analyse otherwise
@@ -48,6 +61,56 @@ class Engine:
                                      view=view if config.analysis == "thread" else None)
         writer = ProcessWriter if config.analysis == "process" else GroupWriter
         self.writer = writer(config.db_path, on_commit=lambda ids: self.worker.wake.set(), keep=config.max_messages)
+
+    def build_rules(self, tolerant: bool = False) -> RuleSet | RulesFile:
+        """The rules file, or the built-in local parts. A file that does not load raises RulesError, unless
+        `tolerant`: then the built-in rules are used and `rules_error` says why."""
+        cfg = self.config
+        if cfg.rules:
+            try:
+                return RulesFile(cfg.rules, interval=0, on_change=self._rules_changed_elsewhere)
+            except RulesError as exc:
+                if not tolerant:
+                    raise
+                self.rules_error = f"{exc} (using the built-in rules)"
+        rules = RuleSet.default()
+        if cfg.greylist_delay is not None:
+            rules.greylist.delay = float(cfg.greylist_delay)
+            rules.greylist.expire = max(rules.greylist.expire, rules.greylist.delay)
+        return rules
+
+    def subscribe_rules(self, fn: RulesSubscriber) -> None:
+        self.rules_subscribers.append(fn)
+
+    def _rules_changed_elsewhere(self, rules: RuleSet, error: str | None) -> None:
+        """RulesFile's on_change, called in the polling thread: tell the subscribers on the engine's loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._rules_changed, rules, error)
+
+    def _rules_changed(self, rules: RuleSet, error: str | None) -> None:
+        self.rules_error = error
+        if error:
+            text, bad = f"rules: {error}", True
+            log.warning("%s", text)
+        else:
+            text, bad = f"rules: reloaded {rules.source} ({len(rules.rules)} rules)", False
+            log.info("%s", text)
+        for fn in self.rules_subscribers:
+            try:
+                fn(text, bad)
+            except Exception:
+                log.exception("a rules subscriber failed")
+
+    async def _poll_rules(self, rules: RulesFile) -> None:
+        """Re-read the rules file when it changes; the stat and the parse run in a thread, off the SMTP loop."""
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            try:
+                await asyncio.to_thread(rules.poll)
+            except Exception:
+                log.exception("rules: could not re-read %s", rules.path)
+            if self.handler is not None:
+                self.handler.refresh()  # back on the loop: the SMTP path sees the new rules from its next command
 
     def build_view(self) -> DnsView:
         if self.dns_errors is not None:
@@ -99,7 +162,12 @@ class Engine:
         Store(cfg.db_path).close()  # create the schema before anything races for it
         cert, key = ensure_certificate(cfg.tls_dir, cfg.hostname)
         credentials = Credentials.from_file(cfg.credentials) if cfg.credentials else Credentials()
-        handler = CaptureHandler(self.writer.submit, cfg.client_ip, cfg.max_recipients)
+        self._loop = asyncio.get_running_loop()
+        handler = self.handler = CaptureHandler(self.writer.submit, cfg.client_ip, cfg.max_recipients,
+                                                rules=self.rules, hostname=cfg.hostname,
+                                                rng=random.Random(cfg.rules_seed))
+        if isinstance(self.rules, RulesFile):
+            self._rules_task = self._loop.create_task(self._poll_rules(self.rules))
         self.writer.start()
         self.worker.start()
         tls = server_context(cert, key)
@@ -126,11 +194,16 @@ class Engine:
         return errors
 
     async def stop(self) -> None:
+        if self._rules_task is not None:
+            self._rules_task.cancel()
+            self._rules_task = None
         if self.pop3 is not None:
             self.pop3.close()  # also ends its sessions, without UPDATE: nothing is deleted by a stopping lab
             await self.pop3.wait_closed()
             self.pop3 = None
         await stop_listeners(self.specs)
+        if self.handler is not None:
+            await self.handler.drain(5)  # attempt records and generated bounces on their way to the writer
         await self.writer.close()
         await asyncio.to_thread(self.worker.stop)
 

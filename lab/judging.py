@@ -2,8 +2,8 @@
 
 The core is sans-IO, so everything that needs configuration, the store or the network is gathered here:
 the provider profile (a header in the message, else the listener's, else the lab's), the blocklist
-zones, the sender's history from the store, and a second opinion from rspamd or SpamAssassin when one
-listens on loopback.
+zones, the sender's history and the message's earlier refused attempts (its retry history) from the store,
+and a second opinion from rspamd or SpamAssassin when one listens on loopback.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from lab.config import Config
 from lab.core.checks.blocklist import DEFAULT_ZONES, BlocklistZones
 from lab.core.context import Options
 from lab.core.message import ParsedMessage
-from lab.core.model import Capture
+from lab.core.model import Capture, Listener
 from lab.core.profiles import PROFILES, Profile, get_profile
 
 log = logging.getLogger("maillab.judging")
@@ -57,7 +57,9 @@ class Judge:
 
     def options(self, capture: Capture, message: ParsedMessage, store=None) -> Options:
         box = message.from_mailbox
-        history = store.history(capture, box.address if box else "") if store is not None else None
+        generated = capture.transport.listener is Listener.LAB  # a bounce or auto-reply the lab wrote
+        history = store.history(capture, box.address if box else "") if store is not None and not generated else None
+        attempts = store.attempt_group(capture, message.first("message-id")) if store is not None else ()
         external = ()
         if self.config.spam_filters != "off":
             ports = self.filters()
@@ -65,7 +67,7 @@ class Judge:
                 external = tuple(filters.external_scores(capture, rspamd_port=ports["rspamd"],
                                                          spamd_port=ports["spamassassin"]))
         return Options(profile=profile_for(self.config, capture, message), blocklists=self.blocklists,
-                       history=history, external=external)
+                       history=history, external=external, attempts=attempts)
 
     def filters(self) -> dict[str, int | None]:
         """Which spam filters listen on loopback: asked once (a refused connection costs nothing)."""

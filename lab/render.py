@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from lab.core.model import Capture
-from lab.core.results import Level, Verdict
+from collections.abc import Iterable
+
+from lab.core.model import DSN_STAGE, Attempt, Capture
+from lab.core.results import CheckResult, Level, Verdict
 from lab.textsafe import visible
 
 SYMBOL = {Level.PASS: "✓", Level.INFO: "·", Level.WARN: "!", Level.FAIL: "✗"}
-FAMILY_ORDER = ("bulk", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers",
-                "content")
+FAMILY_ORDER = ("bulk", "retry", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender",
+                "headers", "content")
 
 
 def message_json(capture: Capture, verdict: Verdict | None, analysed_at: str | None = None) -> dict:
@@ -95,6 +97,91 @@ def verdict_text(capture: Capture, verdict: Verdict | None, color: bool = False)
     lines.append(f"Authentication-Results: {verdict.authentication_results}")
     text = visible("\n".join(lines), keep_newlines=True)
     return _colorise(text) if color else text
+
+
+def attempt_json(a: Attempt, session: list | None = None) -> dict:
+    """One refused attempt (or a bounce the lab sent) as `show --json` and `list --attempts --json` print it."""
+    doc = {
+        "id": a.id,
+        "at": a.at.isoformat(),
+        "kind": "bounce" if a.stage == DSN_STAGE else "refused",
+        "stage": a.stage,
+        "reply": a.reply,
+        "code": a.code,
+        "status": a.status,
+        "rule": a.rule,
+        "delay": a.delay,
+        "disconnect": a.disconnect,
+        "envelope": {"mail_from": a.mail_from, "rcpt": a.rcpt, "recipients": [list(r) for r in a.recipients],
+                     "helo": a.helo, "client_ip": a.client_ip, "peer_ip": a.peer_ip, "client_source": a.client_source},
+        "transport": {"listener": a.listener.value, "port": a.port, "tls_version": a.tls_version,
+                      "auth_user": a.auth_user},
+        "size": a.size,
+        "message_id": a.message_id,
+        "transaction": a.txn,
+        "message": a.message,  # the message stored in the same transaction, or (a bounce) the one it reports on
+        "dsn": a.dsn,  # a bounce: the DSN message the lab stored for the envelope sender
+    }
+    if session is not None:
+        doc["session"] = session
+    return doc
+
+
+def attempt_line(a: Attempt) -> str:
+    """`a12  2026-01-02 10:11:12.345  rcpt  bob@example.net  451 4.7.1 ...  [rule]`, terminal-safe."""
+    when = a.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+    if a.stage == DSN_STAGE:
+        what = f"bounce sent (DSN #{a.dsn}) for message #{a.message}: {a.reply}"
+    else:
+        what = a.reply or "connection closed without a reply"
+        if a.delay:
+            what += f" (after {a.delay:g} s)"
+        if a.disconnect and a.reply:
+            what += ", then disconnected"
+        if a.message is not None:
+            what += f"; the other recipients went into message #{a.message}"
+    whom = a.rcpt or (f"MAIL FROM:<{a.mail_from}>" if a.mail_from is not None else f"client {a.client_ip}")
+    ident = f"a{a.id}" if a.id is not None else "a?"
+    return visible(f"{ident:<7} {when}  {a.stage:11} {whom}  {what}  [{a.rule}]")
+
+
+def attempts_text(attempts: Iterable[Attempt], checks: Iterable[CheckResult] = ()) -> str:
+    """The Attempts section of `show`: what the lab refused or bounced for this message, then its retry verdict."""
+    attempts = list(attempts)
+    if not attempts:
+        return ""
+    lines = ["", f"Attempts ({len(attempts)}): refusals before this message and in its transaction, and bounces"]
+    lines += ["  " + attempt_line(a) for a in attempts]
+    for ch in checks:
+        lines.append(visible(f"  {SYMBOL[ch.level]} {ch.level.value:4} {ch.id}: {ch.summary}"))
+    return "\n".join(lines)
+
+
+def group_json(group, checks: Iterable[CheckResult]) -> dict:
+    """One group of `maillab list --attempts --json`: a sender and recipient, its attempts and retry verdict."""
+    return {
+        "mail_from": group.mail_from,
+        "rcpt": group.rcpt,
+        "client_ip": group.client_ip,
+        "message": group.message,
+        "accepted_at": group.accepted_at.isoformat() if group.accepted_at else None,
+        "attempts": [attempt_json(a) for a in group.attempts],
+        "checks": [c.to_dict() for c in checks],
+    }
+
+
+def group_text(group, checks: Iterable[CheckResult]) -> str:
+    who = (f"MAIL FROM:<{group.mail_from}> -> {group.rcpt or '(before RCPT)'}" if group.mail_from is not None
+           else f"client {group.client_ip} (before MAIL)")
+    n = len(group.attempts)
+    end = f", then accepted as message #{group.message}" if group.message is not None else ", not delivered"
+    lines = [f"{who}: {n} attempt{'s' if n > 1 else ''}{end}"]
+    lines += ["  " + attempt_line(a) for a in group.attempts]
+    for ch in checks:
+        lines.append(f"  {SYMBOL[ch.level]} {ch.level.value:4} {ch.id}: {ch.summary}")
+        if ch.fix and ch.level in (Level.WARN, Level.FAIL):
+            lines.append(f"      fix: {ch.fix}")
+    return visible("\n".join(lines), keep_newlines=True)
 
 
 def _colorise(text: str) -> str:

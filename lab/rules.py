@@ -752,7 +752,7 @@ def _patterns(key: str, value, fail) -> tuple[Pattern, ...]:
     return tuple(out)
 
 
-_LISTENERS = frozenset(li.value for li in Listener if li is not Listener.CLI)
+_LISTENERS = frozenset(li.value for li in Listener if li not in (Listener.CLI, Listener.LAB))
 
 
 # the rules file, re-read when it changes -----------------------------------------------------------------

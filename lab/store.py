@@ -3,6 +3,13 @@
 Every thread opens its own Store. Writes from the SMTP path go through lab.writer, which commits many
 captures in one transaction (group commit) with synchronous=FULL, so a `250` is only ever sent for
 bytes that are on disk.
+
+Refused delivery attempts (and the bounces the lab sent) are kept in the `attempts` table. They reach it
+through the same writer: `flat()` turns an Attempt into a tagged row that `add_flat()` inserts there, so
+neither writer needs to know about them. Attempts are grouped with messages when read, never linked when
+written: an attempt belongs to a message with the same MAIL FROM and recipient (compared in lower case)
+that arrived within 5 days after it (RFC 5321 §4.5.4.1: senders give up after 4-5 days) and after the
+previous delivery for that pair, or to the message with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -11,10 +18,20 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lab.core.model import Capture, Client, Envelope, Listener, SenderHistory, Transport
+from lab.core.model import (
+    DSN_STAGE,
+    Attempt,
+    Capture,
+    Client,
+    Envelope,
+    Listener,
+    SenderHistory,
+    Transport,
+    address_key,
+)
 from lab.core.results import Level, Verdict
 
 SCHEMA = """
@@ -41,6 +58,37 @@ CREATE TABLE IF NOT EXISTS messages (
     client_source TEXT NOT NULL DEFAULT 'peer',
     session TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    code INTEGER,
+    status TEXT,
+    mail_from TEXT,
+    mail_from_key TEXT NOT NULL,
+    rcpt TEXT,
+    rcpt_key TEXT NOT NULL,
+    recipients TEXT NOT NULL DEFAULT '[]',
+    listener TEXT NOT NULL,
+    port INTEGER,
+    peer_ip TEXT,
+    client_ip TEXT NOT NULL,
+    client_source TEXT NOT NULL DEFAULT 'peer',
+    helo TEXT,
+    tls_version TEXT,
+    auth_user TEXT,
+    rule TEXT NOT NULL DEFAULT '',
+    delay REAL NOT NULL DEFAULT 0,
+    disconnect INTEGER NOT NULL DEFAULT 0,
+    size INTEGER,
+    raw BLOB,
+    msgid TEXT,
+    txn TEXT NOT NULL DEFAULT '',
+    message INTEGER,
+    dsn INTEGER,
+    session TEXT NOT NULL DEFAULT '[]'
+);
 CREATE TABLE IF NOT EXISTS verdicts (
     message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
     level TEXT NOT NULL,
@@ -61,6 +109,9 @@ _MIGRATIONS = (
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS verdicts_sender ON verdicts (sender_key, message_id);
 CREATE INDEX IF NOT EXISTS verdicts_from ON verdicts (from_addr, message_id);
+CREATE INDEX IF NOT EXISTS attempts_key ON attempts (mail_from_key, rcpt_key, at);
+CREATE INDEX IF NOT EXISTS attempts_msgid ON attempts (msgid) WHERE msgid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message) WHERE message IS NOT NULL;
 """
 
 _COLUMNS = (
@@ -72,6 +123,22 @@ _COLUMNS = (
 _NCOLS = len(_COLUMNS.split(","))
 _INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)})"
 _PRUNE = "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)"
+
+_ATTEMPT_COLUMNS = (
+    "at, stage, reply, code, status, mail_from, mail_from_key, rcpt, rcpt_key, recipients, listener, port, peer_ip, "
+    "client_ip, client_source, helo, tls_version, auth_user, rule, delay, disconnect, size, raw, msgid, txn, message, "
+    "dsn, session"
+)
+_ATTEMPT_TAG = "\0attempt"  # first item of a flat() row that is an Attempt, not a Capture
+_NACOLS = len(_ATTEMPT_COLUMNS.split(","))
+_INSERT_ATTEMPT = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * _NACOLS)})"
+_PRUNE_ATTEMPTS = "DELETE FROM attempts WHERE id <= (SELECT id FROM attempts ORDER BY id DESC LIMIT 1 OFFSET ?)"
+_SELECT_ATTEMPTS = f"SELECT id, {_ATTEMPT_COLUMNS} FROM attempts"
+
+GROUP_WINDOW = timedelta(days=5)  # RFC 5321 §4.5.4.1: a sender gives up after 4-5 days
+MAX_GROUP = 500  # attempts per (sender, recipient) looked at for one message
+MAX_GROUP_RCPTS = 50  # recipients of one message whose attempts are looked up
+MAX_SCAN = 5000  # messages scanned to find the previous delivery for a sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +204,23 @@ class Filter:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptGroup:
+    """Attempts for one sender and recipient (or one client, before MAIL), oldest first, and the message that
+    was finally accepted for them, if one was."""
+
+    mail_from: str | None
+    rcpt: str | None
+    client_ip: str
+    attempts: tuple[Attempt, ...]
+    message: int | None = None
+    accepted_at: datetime | None = None
+
+    @property
+    def last(self) -> datetime:
+        return self.accepted_at or self.attempts[-1].at
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     capture: Capture
     verdict: Verdict | None
@@ -179,14 +263,21 @@ class Store:
     def add_flat(self, rows: list[tuple], keep: int = 0) -> list[int]:
         """add_many for captures already turned into `flat()` tuples (how the writer process receives them)."""
         ids = []
+        attempts = False
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
-                cur.execute(_INSERT, _encoded(row))
+                if row[0] == _ATTEMPT_TAG:
+                    cur.execute(_INSERT_ATTEMPT, row[1:])
+                    attempts = True
+                else:
+                    cur.execute(_INSERT, _encoded(row))
                 ids.append(cur.lastrowid)
             if keep > 0:
                 cur.execute(_PRUNE, (keep,))
+                if attempts:
+                    cur.execute(_PRUNE_ATTEMPTS, (keep,))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -244,7 +335,163 @@ class Store:
         return self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0
 
     def clear(self) -> int:
-        return self.db.execute("DELETE FROM messages").rowcount
+        """Delete every message, and every recorded attempt with them; returns how many messages there were."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            gone = cur.execute("DELETE FROM messages").rowcount
+            cur.execute("DELETE FROM attempts")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return gone
+
+    def add_attempt(self, attempt: Attempt, session: list | None = None) -> int:
+        """Store one attempt directly (tests, imports); the SMTP path goes through the writer instead."""
+        return self.add_flat([flat(attempt, session or [])])[0]
+
+    # attempts ------------------------------------------------------------------------------------
+
+    def count_attempts(self) -> int:
+        return self.db.execute("SELECT count(*) FROM attempts").fetchone()[0]
+
+    def attempts(self, limit: int | None = None, with_raw: bool = False) -> list[Attempt]:
+        """Every attempt, newest first."""
+        sql = f"{_SELECT_ATTEMPTS} ORDER BY id DESC" + (" LIMIT ?" if limit is not None else "")
+        return [_attempt(r, with_raw) for r in self.db.execute(sql, (limit,) if limit is not None else ())]
+
+    def attempt(self, attempt_id: int) -> tuple[Attempt, list] | None:
+        """One attempt with its raw bytes and its session transcript."""
+        row = self.db.execute(f"{_SELECT_ATTEMPTS} WHERE id = ?", (attempt_id,)).fetchone()
+        return (_attempt(row, True), json.loads(row[-1] or "[]")) if row else None
+
+    def attempt_group(self, capture: Capture, message_id: str | None = None) -> tuple[Attempt, ...]:
+        """The refusals and bounces that came before this message for its sender and recipients, oldest first:
+        what the retry checks judge. Refusals count from the previous delivery for the same pair on; bounces
+        (which follow a delivery) and refusals of the same Message-ID count within the 5-day window."""
+        if capture.transport.listener is Listener.LAB or capture.id is None:
+            return ()
+        mail_from = address_key(capture.envelope.mail_from)
+        at = capture.received_at.astimezone(UTC)
+        lo, hi = _iso(at - GROUP_WINDOW), _iso(at)
+        rcpts = list(dict.fromkeys(address_key(r) for r in capture.envelope.rcpt_to[:MAX_GROUP_RCPTS]))
+        found: dict[int, Attempt] = {}
+        for rcpt in [*rcpts, ""]:  # "" holds refusals before RCPT: a MAIL-stage 450 was for every recipient
+            for row in self.db.execute(
+                    f"{_SELECT_ATTEMPTS} WHERE mail_from_key = ? AND rcpt_key = ? AND at >= ? AND at <= ? "
+                    "ORDER BY at DESC LIMIT ?", (mail_from, rcpt, lo, hi, MAX_GROUP)):
+                found[row[0]] = _attempt(row)
+        same_id: set[int] = set()
+        if message_id:
+            for row in self.db.execute(f"{_SELECT_ATTEMPTS} WHERE msgid = ? AND at >= ? AND at <= ? LIMIT ?",
+                                       (_msgid(message_id), lo, hi, MAX_GROUP)):
+                found[row[0]] = _attempt(row)
+                same_id.add(row[0])
+        found = {k: a for k, a in found.items() if a.message != capture.id}
+        refusals = [a for a in found.values() if a.stage != DSN_STAGE and a.id not in same_id]
+        if refusals:
+            since = min(a.at for a in refusals)
+            previous = self._previous_deliveries(mail_from, set(rcpts), capture.id, since)
+            found = {k: a for k, a in found.items()
+                     if a.stage == DSN_STAGE or k in same_id
+                     or a.at > previous.get(address_key(a.rcpt), _EPOCH)}
+        return tuple(sorted(found.values(), key=lambda a: (a.at, a.id or 0)))
+
+    def _previous_deliveries(self, mail_from: str, rcpts: set[str], before_id: int,
+                             since: datetime) -> dict[str, datetime]:
+        """When the latest message before `before_id` from this sender reached each recipient ("" for any
+        recipient), looking back to `since` and at most MAX_SCAN messages (ids grow with arrival time)."""
+        floor = _iso(since)
+        out: dict[str, datetime] = {}
+        rows = self.db.execute("SELECT received_at, mail_from, rcpt_to, listener FROM messages WHERE id < ? "
+                               "ORDER BY id DESC LIMIT ?", (before_id, MAX_SCAN))
+        for received_at, mail_from_, rcpt_to, listener in rows:
+            if received_at < floor:
+                break
+            if listener == Listener.LAB.value or address_key(mail_from_) != mail_from:
+                continue
+            when = datetime.fromisoformat(received_at)
+            out.setdefault("", when)
+            for r in json.loads(rcpt_to):
+                key = address_key(r)
+                if key in rcpts:
+                    out.setdefault(key, when)
+            if len(out) > len(rcpts):
+                break
+        return out
+
+    def attempts_for(self, capture: Capture, message_id: str | None = None) -> tuple[Attempt, ...]:
+        """What `show` lists for a message: its retry group, recipients refused in its own transaction, and
+        the bounces the lab sent for it; oldest first."""
+        group = {a.id: a for a in self.attempt_group(capture, message_id)}
+        if capture.id is not None:
+            for row in self.db.execute(f"{_SELECT_ATTEMPTS} WHERE message = ? LIMIT ?", (capture.id, MAX_GROUP)):
+                group[row[0]] = _attempt(row)
+        return tuple(sorted(group.values(), key=lambda a: (a.at, a.id or 0)))
+
+    def attempt_groups(self, limit: int | None = None, scan: int = 5000) -> list[AttemptGroup]:
+        """The latest `scan` attempts grouped for `maillab list --attempts`, most recent activity first: one group
+        per (sender, recipient) and delivery, each with the message that ended it, if any; refusals before MAIL
+        are grouped by client IP."""
+        by_key: dict[tuple, list[Attempt]] = {}
+        for a in reversed(self.attempts(limit=scan)):
+            key = (address_key(a.mail_from), address_key(a.rcpt), a.client_ip if a.mail_from is None else "")
+            by_key.setdefault(key, []).append(a)
+        groups: list[AttemptGroup] = []
+        recent_first = sorted(by_key.items(), key=lambda item: item[1][-1].at, reverse=True)
+        for (mail_from, rcpt, _), attempts in recent_first:
+            if limit is not None and len(groups) >= limit:
+                break  # each key adds at least one group; later keys' activity is older than the groups so far
+            first = attempts[0]
+            deliveries = self._deliveries(mail_from, rcpt, first.at) if mail_from else []
+            segment: list[Attempt] = []
+            pending = list(attempts)
+            for mid, received in deliveries:
+                while pending and pending[0].at <= received:
+                    segment.append(pending.pop(0))
+                if segment:
+                    ended = received - segment[-1].at <= GROUP_WINDOW  # else the sender had given up long before
+                    groups.append(AttemptGroup(first.mail_from, first.rcpt, first.client_ip, tuple(segment),
+                                               mid if ended else None, received if ended else None))
+                segment = []
+            segment += pending
+            if segment:
+                groups.append(AttemptGroup(first.mail_from, first.rcpt, first.client_ip, tuple(segment)))
+        groups.sort(key=lambda g: g.last, reverse=True)
+        return groups[:limit] if limit is not None else groups
+
+    def _deliveries(self, mail_from: str, rcpt: str, since: datetime) -> list[tuple[int, datetime]]:
+        """Messages from `mail_from` to `rcpt` ("" for any recipient) that arrived from `since` on, oldest
+        first, looking at most MAX_SCAN messages forward from that time."""
+        floor = _iso(since)
+        start = self._first_id_at(floor)
+        out = []
+        rows = self.db.execute("SELECT id, received_at, mail_from, rcpt_to, listener FROM messages WHERE id >= ? "
+                               "ORDER BY id LIMIT ?", (start, MAX_SCAN))
+        for mid, received_at, mail_from_, rcpt_to, listener in rows:
+            if listener == Listener.LAB.value or address_key(mail_from_) != mail_from:
+                continue
+            if rcpt and rcpt not in {address_key(r) for r in json.loads(rcpt_to)}:
+                continue
+            out.append((mid, datetime.fromisoformat(received_at)))
+        return out
+
+    def _first_id_at(self, floor: str) -> int:
+        """The lowest message id received at or after `floor`, found by bisection on the id (ids grow with time)."""
+        bounds = self.db.execute("SELECT min(id), max(id) FROM messages").fetchone()
+        if bounds[0] is None:
+            return 0
+        lo, hi = bounds[0], bounds[1] + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self.db.execute("SELECT received_at FROM messages WHERE id >= ? ORDER BY id LIMIT 1",
+                                  (mid,)).fetchone()
+            if row is None or row[0] >= floor:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     # reads ---------------------------------------------------------------------------------------
 
@@ -334,13 +581,32 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(when: datetime) -> str:
+    """Times as stored: UTC, to the microsecond, so that text order is time order."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _msgid(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value[:255] or None
+
+
 def sender_key(c: Capture) -> str:
-    """The sending application: its AUTH user, else its (effective) client IP."""
+    """The sending application: its AUTH user, else its (effective) client IP. Mail the lab wrote (bounces,
+    auto-replies) is its own sender, so it never counts in an application's history."""
+    if c.transport.listener is Listener.LAB:
+        return "lab"
     return f"auth:{c.transport.auth_user}" if c.transport.auth_user else f"ip:{c.client.ip}"
 
 
-def flat(c: Capture, session: list) -> tuple:
-    """A capture as a tuple of plain values in _COLUMNS order: cheap to pickle to the writer process."""
+def flat(c: Capture | Attempt, session: list) -> tuple:
+    """A capture as a tuple of plain values in _COLUMNS order: cheap to pickle to the writer process.
+    An Attempt becomes a row tagged for the attempts table, ready to insert."""
+    if isinstance(c, Attempt):
+        return _flat_attempt(c, session)
     e, t, cl = c.envelope, c.transport, c.client
     return (
         c.received_at.isoformat(timespec="microseconds"), c.raw, len(c.raw), e.mail_from, e.rcpt_to, e.helo,
@@ -370,4 +636,28 @@ def _capture(r: tuple) -> Capture:
         client=Client(ip=r[17], peer_ip=r[16], name=r[18], source=r[19]),
         received_at=datetime.fromisoformat(r[1]),
         id=r[0],
+    )
+
+
+def _flat_attempt(a: Attempt, session: list) -> tuple:
+    return (
+        _ATTEMPT_TAG, _iso(a.at), a.stage, a.reply, a.code, a.status, a.mail_from, address_key(a.mail_from), a.rcpt,
+        address_key(a.rcpt), json.dumps([list(r) for r in a.recipients]), a.listener.value, a.port, a.peer_ip,
+        a.client_ip, a.client_source, a.helo, a.tls_version, a.auth_user, a.rule, float(a.delay), int(a.disconnect),
+        a.size, a.raw or None, _msgid(a.message_id), a.txn, a.message, a.dsn, json.dumps(session),
+    )
+
+
+def _attempt(r: tuple, with_raw: bool = False) -> Attempt:
+    """An Attempt from `id` followed by the _ATTEMPT_COLUMNS, in order."""
+    try:
+        listener = Listener(r[11])
+    except ValueError:
+        listener = Listener.RELAY
+    return Attempt(
+        at=datetime.fromisoformat(r[1]), stage=r[2], reply=r[3], mail_from=r[6], rcpt=r[8],
+        recipients=tuple(tuple(x) for x in json.loads(r[10] or "[]")), listener=listener, port=r[12],
+        peer_ip=r[13], client_ip=r[14], client_source=r[15], helo=r[16], tls_version=r[17], auth_user=r[18],
+        rule=r[19], delay=r[20], disconnect=bool(r[21]), size=r[22], raw=bytes(r[23]) if with_raw and r[23] else b"",
+        message_id=r[24], txn=r[25], message=r[26], dsn=r[27], id=r[0],
     )

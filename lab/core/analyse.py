@@ -20,19 +20,21 @@ from lab.core.checks.content import check_content, external_results
 from lab.core.checks.dkim import check_dkim
 from lab.core.checks.dmarc import check_dmarc
 from lab.core.checks.headers import check_headers
+from lab.core.checks.retry import check_retry
 from lab.core.checks.sender import check_sender
 from lab.core.checks.spf import check_helo, check_mailfrom
 from lab.core.checks.transport import check_transport
 from lab.core.context import Context, Options
 from lab.core.dnsview import DnsView
 from lab.core.message import ParsedMessage
-from lab.core.model import Capture
+from lab.core.model import Capture, Listener
 from lab.core.results import CheckResult, Level, Verdict, check
 from lab.core.score import priced, score
 
 Check = Callable[[Context], list[CheckResult]]
 
 CHECKS: tuple[tuple[str, Check], ...] = (
+    ("retry", check_retry),
     ("transport", check_transport),
     ("spf", check_mailfrom),
     ("spf", check_helo),
@@ -44,7 +46,11 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("content", check_content),
 )
 
-FAMILIES = ("bulk", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers", "content")
+# Mail the lab wrote itself (DSNs, auto-replies) was never sent by a client: these families would judge the lab
+LAB_SKIPS = frozenset({"transport", "spf", "client", "blocklist", "retry"})
+
+FAMILIES = ("bulk", "retry", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers",
+            "content")
 
 
 def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab", options: Options | None = None,
@@ -55,9 +61,15 @@ def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab", option
     options = options or Options()
     ctx = Context(capture, dns, authserv_id, options, _message=message)
     results: list[CheckResult] = []
+    generated = capture.transport.listener is Listener.LAB
+    if generated:
+        results.append(check("transport.generated", Level.INFO, "Written by the lab (a bounce or an auto-reply for "
+                             "the envelope sender): no client sent it, so transport, SPF, client and blocklist "
+                             "checks do not apply"))
     for family, fn in CHECKS:
-        results.extend(_guarded(family, fn, ctx))
-    if options.blocklists is not None:
+        if not (generated and family in LAB_SKIPS):
+            results.extend(_guarded(family, fn, ctx))
+    if options.blocklists is not None and not generated:
         results.extend(_guarded("blocklist", lambda c: check_blocklist(c, options.blocklists), ctx))
     results.extend(_guarded("dmarc", lambda c: check_dmarc(c, results), ctx))
     results = _dmarc_override(results)

@@ -7,7 +7,7 @@ from functools import cached_property
 
 from lab.core.dnsview import DnsView
 from lab.core.message import ParsedMessage
-from lab.core.model import Capture, SenderHistory
+from lab.core.model import Attempt, Capture, SenderHistory
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Options:
     blocklists: object | None = None  # lab.core.checks.blocklist.BlocklistZones; None: no blocklist lookups
     history: SenderHistory | None = None  # None: no history kept (maillab check)
     external: tuple = ()  # lab.core.checks.content.ExternalScore from rspamd/spamd, shown beside the score
+    attempts: tuple[Attempt, ...] = ()  # refusals and bounces before this message (its retry history), oldest first
 
 
 @dataclass

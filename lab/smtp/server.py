@@ -9,6 +9,12 @@ Protocol abuse is answered as Postfix smtpd answers it: every reply carries an R
 code, an idle client gets `421 4.4.2 <host> Error: timeout exceeded` before the connection is closed, and
 a client that keeps sending bad commands gets `421 4.7.0` and is disconnected. Nothing sent after a 421 is
 acted on.
+
+Scripted behaviour (lab.rules) is asked at each stage: the greeting (connect, again after XCLIENT), HELO/EHLO
+and DATA here, MAIL, RCPT and end-of-data in the handler (lab.smtp.listeners). `enact()` carries out an
+Action: it notes the rule in the transcript, holds the reply for the rule's delay (with the idle timer
+paused) and arranges the disconnect. Refusals become Attempt records; a refused recipient's record waits
+for the end of its transaction, so it can name the message the other recipients went into.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ import ipaddress
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, _AuthMechAttr, syntax
 
-from lab.core.model import Listener, is_loopback
+from lab.core.model import Attempt, Listener, is_loopback
 from lab.smtp.auth import Credentials, Identity
 
 CHUNK = 1 << 16
@@ -80,6 +86,9 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # C0 controls, DEL, surro
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>((?: .*)?)\Z", re.S)
 _BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands, goodbye."
+_MAIL_TOO_BIG = "552 Error: message size exceeds fixed maximum message size"
+BAD_SEQUENCE = "503 5.5.1 Error: bad sequence of commands"  # every command but QUIT after a 554 greeting
+MAX_PENDING = 100  # refused recipients of one transaction recorded as attempts
 
 
 def _enhanced(text: str) -> str:
@@ -147,6 +156,21 @@ class LabSMTP(SMTP):
         self._held: list[str] = []  # continuation lines of a multi-line reply, sent with its last line
         self.identity: Identity | None = None
         self._t0 = time.monotonic()
+        # rules (lab.rules): the greeting is decided when it is sent; a refused one leaves only QUIT
+        self._greeting_pending = True
+        self.refused_greeting = False
+        self._close_after = False  # a rule's disconnect: close once the next reply is written
+        self._helo_reply: str | None = None  # a rule's 2xx for EHLO, replacing its first line
+        self._verb: str | None = None  # the command being handled
+        self._token: str | None = None  # names this connection in attempt records; made when first needed
+        self.transactions = 0  # MAIL commands accepted: the transaction number in attempt records
+        self._loose = 0  # attempts outside a transaction (connect, HELO, MAIL)
+        self._pending: list[Attempt] = []  # refused recipients of this transaction (at most MAX_PENDING)
+        self._unrecorded = 0  # refused recipients beyond MAX_PENDING in this transaction
+        self._txn_message: int | None = None  # the message this transaction stored
+        self._refused = 0  # transactions refused in this session, for the transcript
+        self.refusal_done = False  # a transaction was refused: trim its lines once the reply is written
+        self._mail_arg: str | None = None
         # SMTP.__init__, attribute for attribute
         self.__ident__ = ident
         self.loop = loop
@@ -198,15 +222,36 @@ class LabSMTP(SMTP):
                                 "in this session not shown)"])
         self._preamble = len(self.transcript)
 
+    def end_refused(self) -> None:
+        """After a refused transaction, forget its lines as end_transaction does: its attempt record has them."""
+        if self._preamble is None or len(self.transcript) <= self._preamble:
+            return
+        self._refused += 1
+        del self.transcript[self._preamble:]
+        self.transcript.append([round(time.monotonic() - self._t0, 4), "!",
+                                f"({self._refused} refused transaction{'s' if self._refused > 1 else ''} in this "
+                                "session not shown: see the attempts)"])
+        self._preamble = len(self.transcript)
+
     async def push(self, status):
         if self.hung_up:
             return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if self._greeting_pending:  # the first reply is the greeting: rules at the connect stage decide it
+            self._greeting_pending = False
+            text = await self._greeting(text)
+            if text is None or self.hung_up:
+                return
         if text == _BOGUS_GOODBYE:  # aiosmtpd closes after its 5th unknown verb: say so with a 421, as Postfix
             self.hang_up(f"421 4.7.0 {self.hostname} Error: too many unrecognized commands")
             return
+        size_refused = text == _MAIL_TOO_BIG and self._verb == "MAIL"
         text = _UNSAFE.sub("?", _enhanced(text))  # replies echo client bytes: no controls, no undecodable bytes
+        if self.refused_greeting and text.startswith("530 "):  # aiosmtpd's STARTTLS gate comes before ours
+            text = BAD_SEQUENCE
         self.note("<", text)
+        if size_refused:  # MAIL ... SIZE= over the limit: the lab's own refusal, recorded as one
+            self.event_handler.refused(self, "mail", text, None, mail_from=self._mail_address())
         if len(text) > 3 and text[3] == "-":  # a multi-line reply (EHLO): one write for all its lines
             self._held.append(text)
             return
@@ -214,6 +259,14 @@ class LabSMTP(SMTP):
             text = "\r\n".join([*self._held, text])
             self._held.clear()
         await super().push(text)
+        if self.refusal_done:  # the refused transaction's lines are in its attempt record now
+            self.refusal_done = False
+            self.end_refused()
+        if self._close_after and self.transport is not None:
+            self._close_after = False
+            self.hung_up = True
+            self.transport.close()  # flushes the reply first
+            return
         if text.startswith("500 "):
             self.errors += 1
             if self.errors >= ERROR_LIMIT:
@@ -228,6 +281,14 @@ class LabSMTP(SMTP):
         self.transport.write(text.encode() + b"\r\n")
         self.transport.close()  # flushes the 421 first
 
+    def drop(self) -> None:
+        """Close without a reply: a rule's disconnect with no reply given."""
+        if self.hung_up or self.transport is None:
+            return
+        self.hung_up = True
+        self.note("!", "connection closed without a reply")
+        self.transport.close()
+
     def _timeout_cb(self) -> None:  # aiosmtpd just closes
         self.hang_up(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
 
@@ -235,6 +296,142 @@ class LabSMTP(SMTP):
         super().connection_made(transport)
         if self.session is not None and self.session.ssl is not None:
             self.note("!", f"TLS established ({self.tls_facts()[0]})")
+
+    def connection_lost(self, error) -> None:
+        try:
+            self._flush_refused()
+        finally:
+            super().connection_lost(error)
+
+    # rules ---------------------------------------------------------------------------------------
+
+    async def hold(self, seconds: float) -> None:
+        """Wait before replying, with the idle timer paused: a rule's delay may be longer than the timeout."""
+        if seconds <= 0:
+            return
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if self.transport is not None and not self.hung_up:
+                self._reset_timeout()
+
+    def note_rule(self, action) -> None:
+        what = [action.reply] if action.reply else []
+        if action.delay:
+            what.append(f"after {action.delay:g} s")
+        if action.disconnect:
+            what.append("then disconnect" if action.reply else "disconnect without a reply")
+        if action.dsn:
+            what.append("accept, then bounce (DSN)")
+        if action.autoreply:
+            what.append("accept, then auto-reply")
+        self.note("!", f"{action.rule}: {', '.join(what)}")
+
+    async def enact(self, action) -> str | None:
+        """Carry out a rule's Action up to its reply: note it, hold for its delay, arrange its disconnect (a
+        reply first, or none at all). Returns the reply to send, or None for the lab's own."""
+        self.note_rule(action)
+        await self.hold(action.delay)
+        if action.disconnect:
+            if action.reply is None:
+                self.drop()
+            else:
+                self._close_after = True
+        return action.reply
+
+    @staticmethod
+    def refusing(action, reply: str | None) -> bool:
+        """Whether the Action refuses: a 4xx/5xx reply, or a disconnect without one."""
+        return (reply is not None and reply[:1] in ("4", "5")) or (reply is None and action.disconnect)
+
+    async def _greeting(self, text: str) -> str | None:
+        """The connect stage: the greeting as the rules have it, or None when nothing is to be sent."""
+        action = self.event_handler.decide(self, "connect")
+        if action is None:
+            return text
+        reply = await self.enact(action)
+        if self.refusing(action, reply):
+            self.event_handler.refused(self, "connect", reply or "", action)
+            if reply is None or self.transport is None:
+                return None
+            if not self._close_after:  # RFC 5321 §3.1: after a 554 greeting, only QUIT gets more than a 503
+                self.refused_greeting = True
+            return reply
+        if self.transport is None or self.hung_up:
+            return None
+        return reply or text
+
+    async def _helo_refused(self, hostname: str) -> bool:
+        """The HELO stage: True when a rule answered (a refusal, or a closed connection)."""
+        action = self.event_handler.decide(self, "helo", helo=hostname)
+        if action is None:
+            return False
+        reply = await self.enact(action)
+        if self.refusing(action, reply):
+            self.event_handler.refused(self, "helo", reply or "", action)
+            if reply is not None:
+                await self.push(reply)
+            return True
+        if self.hung_up or self.transport is None:
+            return True
+        self._helo_reply = reply
+        return False
+
+    def _mail_address(self) -> str | None:
+        arg = self._strip_command_keyword("FROM:", self._mail_arg or "")
+        return self._getaddr(arg)[0] if arg is not None else None
+
+    def attempt_txn(self, loose: bool = False) -> str:
+        """Names the try an attempt belongs to: this transaction, or (`loose`) an attempt of its own."""
+        if self._token is None:
+            self._token = secrets.token_hex(6)
+        if loose:
+            self._loose += 1
+            return f"{self._token}.x{self._loose}"
+        return f"{self._token}.{self.transactions}"
+
+    def note_refused_recipient(self, attempt: Attempt) -> None:
+        """A refused RCPT: recorded when the transaction ends, to name the message its other recipients went into.
+        At most MAX_PENDING per transaction (a client may send RCPT a million times)."""
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append(attempt)
+        else:
+            self._unrecorded += 1
+
+    def delivered(self, message_id: int) -> None:
+        self._txn_message = message_id
+
+    def close_after_reply(self) -> None:
+        self._close_after = True
+
+    def _flush_refused(self) -> None:
+        """Record this transaction's refused recipients, with every recipient's reply and the message the
+        accepted ones went into (if any). The transcript, up to the end of the transaction, is kept once, with
+        the first of them."""
+        pending, self._pending = self._pending, []
+        message, self._txn_message = self._txn_message, None
+        unrecorded, self._unrecorded = self._unrecorded, 0
+        if not pending:
+            return
+        transcript = list(self.transcript)
+        if unrecorded:
+            transcript.append([transcript[-1][0] if transcript else 0, "!",
+                               f"({unrecorded} more refused recipients in this transaction were not recorded)"])
+        accepted = list(self.envelope.rcpt_tos)[:MAX_PENDING] if self.envelope is not None else []
+        recipients = tuple([(_valid(r), "250") for r in accepted] + [(a.rcpt or "", a.reply) for a in pending])
+        for i, attempt in enumerate(pending):
+            self.event_handler.submit(replace(attempt, recipients=recipients, message=message),
+                                      transcript if i == 0 else [])
+        if message is None:
+            self.refusal_done = True
+
+    def _set_post_data_state(self) -> None:  # the transaction is over (DATA, RSET, HELO, STARTTLS, XCLIENT)
+        if self._pending:
+            self._flush_refused()
+        self._txn_message = None
+        super()._set_post_data_state()
 
     # facts ---------------------------------------------------------------------------------------
 
@@ -269,7 +466,22 @@ class LabSMTP(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         self.command_size_limits.clear()  # aiosmtpd adds the SIZE and SMTPUTF8 allowances again on every EHLO
+        if hostname and await self._helo_refused(hostname):
+            return
         await super().smtp_EHLO(hostname)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and await self._helo_refused(hostname):
+            return
+        reply, self._helo_reply = self._helo_reply, None
+        if reply is None:
+            await super().smtp_HELO(hostname)
+            return
+        self._set_rset_state()  # what aiosmtpd's smtp_HELO does, with the rule's 250 text
+        self.session.extended_smtp = False
+        self.session.host_name = hostname
+        await self.push(reply)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -349,6 +561,7 @@ class LabSMTP(SMTP):
             updates[key] = value
         self.xclient.update(updates)
         self._set_rset_state()
+        self._greeting_pending = True  # the rules see the new client, as for a new connection
         await self.push(f"220 {self.hostname} {self.__ident__}")
 
     # DATA ----------------------------------------------------------------------------------------
@@ -366,13 +579,26 @@ class LabSMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        action = self.event_handler.decide_each(self, "data", self.envelope.rcpt_tos) \
+            if "data" in self.event_handler.stages else None
+        if action is not None:
+            reply = await self.enact(action)
+            if self.refusing(action, reply):
+                self.event_handler.refused(self, "data", reply or "", action, rcpts=self.envelope.rcpt_tos)
+                self._set_rset_state()
+                if reply is not None:
+                    await self.push(reply)
+                return
+            if self.hung_up or self.transport is None:
+                return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         content, too_big = await self._read_data()
         self.note(">", f"[{len(content) if content is not None else 'over-limit'} octets of message data]")
         if too_big:
+            reply = f"552 5.3.4 Message size exceeds fixed maximum message size ({self.data_size_limit} octets)"
+            self.event_handler.refused(self, "end-of-data", reply, None, rcpts=self.envelope.rcpt_tos)
             self._set_post_data_state()
-            await self.push(f"552 5.3.4 Message size exceeds fixed maximum message size ({self.data_size_limit} "
-                            "octets)")
+            await self.push(reply)
             return
         self.envelope.original_content = content
         self.envelope.content = content
@@ -431,6 +657,11 @@ def _recording(verb: str, method):
         if verb == "AUTH" and arg:
             shown = f"AUTH {arg.split()[0]} [credentials hidden]"
         self.note(">", shown)
+        if self.refused_greeting and verb != "QUIT":
+            await self.push(BAD_SEQUENCE)
+            return None
+        self._verb = verb
+        self._mail_arg = arg if verb == "MAIL" else None  # never AUTH's credentials
         return await method(self, arg)
     return recorded
 
@@ -454,6 +685,11 @@ def _hooks(handler: Any) -> tuple[dict, str | None]:
     version = None if ehlo is None else {4: "old", 5: "new"}[len(inspect.signature(ehlo).parameters)]
     _HOOKS[id(handler)] = (handler, hooks, version)
     return dict(hooks), version
+
+
+def _valid(text: str) -> str:
+    """Client text as valid Unicode (8-bit bytes arrive as lone surrogates): U+FFFD for what does not decode."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _xtext_decode(value: str) -> str:
