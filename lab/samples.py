@@ -1,4 +1,7 @@
-"""Provides the built-in sample set: six messages that show every verdict pane at work, and their DNS.
+"""Provides the built-in sample set: eight messages that show every verdict pane at work, and their DNS.
+
+Two of them are newsletters judged by Gmail's bulk-sender rules (an `X-Maillab-Profile: gmail-bulk`
+header picks the profile): one meets every rule, one breaks several, each failure with its reply code.
 
 The samples use `maillab.test` (RFC 6761 reserves .test, so nothing real is shadowed). Their DKIM key is
 made on first use in the data directory and published by a zone the engine always layers in.
@@ -25,7 +28,7 @@ from lab.core.dnsview import ZoneView
 DOMAIN = "shop.maillab.test"
 SOFT = "soft.maillab.test"
 SELECTOR = "lab"
-GOOD_IP = "192.0.2.10"
+GOOD_IP = "192.0.2.25"  # its own address: PTR mail.shop.maillab.test, so the sample zone shadows no test record
 SPOOF_IP = "203.0.113.66"
 SOFT_IP = "198.51.100.20"
 
@@ -62,6 +65,7 @@ mail.shop           A   {GOOD_IP}
 mail.shop           TXT "v=spf1 a -all"
 _dmarc.shop         TXT "v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}"
 {SELECTOR}._domainkey.shop TXT "v=DKIM1; k=ed25519; p={p}"
+25.2.0.192.in-addr.arpa. PTR mail.shop.maillab.test.
 soft                TXT "v=spf1 ip4:{GOOD_IP} ~all"
 _dmarc.soft         TXT "v=DMARC1; p=none"
 """, label="samples")
@@ -77,6 +81,8 @@ class Sample:
     client_ip: str
     sign: bool = True
     alter_body: bool = False
+    newsletter: bool = False  # judged as a Gmail bulk sender's mail
+    unsubscribe: bool = False  # List-Unsubscribe (RFC 8058 one-click, signed) and a link in the body
 
 
 SAMPLES = (
@@ -92,6 +98,10 @@ SAMPLES = (
            "Weekly newsletter", GOOD_IP),
     Sample("SPF softfail", "submission", f"hello@{SOFT}", f"Soft News <hello@{SOFT}>",
            "Sent from an IP the SPF record does not list", SOFT_IP, sign=False),
+    Sample("newsletter that meets Gmail's bulk rules", "submission", f"news@{DOMAIN}", f"Shop News <news@{DOMAIN}>",
+           "November deals: 20% off boots", GOOD_IP, newsletter=True, unsubscribe=True),
+    Sample("newsletter that breaks Gmail's bulk rules", "relay", f"news@{SOFT}", f"Soft News <news@{SOFT}>",
+           "November deals from Soft News", SOFT_IP, sign=False, newsletter=True),
 )
 
 
@@ -99,13 +109,22 @@ def build(sample: Sample, data_dir: Path) -> bytes:
     body = (f"Hello,\r\n\r\nThis is the maillab sample \"{sample.title}\".\r\n"
             "See the Verdict tab for what a receiver would do with it.\r\n")
     domain = sample.mail_from.rpartition("@")[2]
+    extra = ""
+    signed = [b"from", b"to", b"subject", b"date", b"message-id"]
+    if sample.newsletter:
+        extra += "X-Maillab-Profile: gmail-bulk\r\n"
+        body += "\r\nThis month: boots, scarves and a free tote with orders over 50 euros.\r\n"
+    if sample.unsubscribe:
+        link = f"https://{domain}/unsubscribe?u=customer%40example.net"
+        extra += f"List-Unsubscribe: <{link}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        body += f"\r\nNo longer interested? Unsubscribe: {link}\r\n"
+        signed += [b"list-unsubscribe", b"list-unsubscribe-post"]
     raw = (f"From: {sample.from_header}\r\nTo: Customer <customer@example.net>\r\nSubject: {sample.subject}\r\n"
-           f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: {make_msgid(domain=domain)}\r\n"
+           f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: {make_msgid(domain=domain)}\r\n{extra}"
            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
     if sample.sign:
         raw = dkim.sign(raw, SELECTOR.encode(), DOMAIN.encode(), ensure_key(data_dir),
-                        signature_algorithm=b"ed25519-sha256",
-                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + raw
+                        signature_algorithm=b"ed25519-sha256", include_headers=signed) + raw
     if sample.alter_body:
         raw += b"--\r\nThis footer was added by a relay after signing.\r\n"
     return raw

@@ -30,11 +30,13 @@ from lab.ui.listsource import ListSource
 from lab.ui.messages import Analysed, SamplesSent
 from lab.ui.screens.modals import ConfirmScreen, HelpScreen
 from lab.ui.widgets.detail_views import BodyView, HeadersView, PartsView, RawView, SessionView
+from lab.ui.widgets.dns_view import DnsView
 from lab.ui.widgets.message_list import MessageList
 from lab.ui.widgets.verdict_view import VerdictView
 from lab.ui.widgets.welcome import Welcome
 
-TABS = ("verdict", "headers", "text", "parts", "raw", "session")
+TABS = ("verdict", "headers", "text", "parts", "raw", "session", "dns")
+TAB_TITLES = {"dns": "DNS"}
 
 
 class MaillabApp(App):
@@ -51,7 +53,8 @@ class MaillabApp(App):
         Binding("D", "clear", "Clear all", show=False, id="clear"),
         Binding("s", "save_part", "Save part", show=False, id="save-part"),
         Binding("f1,question_mark", "help", "Help", id="help"),
-        *(Binding(str(n), f"tab('{tab}')", tab.title(), show=False) for n, tab in enumerate(TABS, 1)),
+        *(Binding(str(n), f"tab('{tab}')", TAB_TITLES.get(tab, tab.title()), show=False)
+          for n, tab in enumerate(TABS, 1)),
     ]
 
     def __init__(self, config: Config, engine: Engine | None = None):
@@ -89,6 +92,8 @@ class MaillabApp(App):
                     yield RawView(id="raw-view")
                 with TabPane("Session", id="session"):
                     yield SessionView(id="session-view")
+                with TabPane("DNS", id="dns"):
+                    yield DnsView(lambda: (self.engine.view, self.engine.dns_mode), id="dns-view")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -226,6 +231,16 @@ class MaillabApp(App):
             self.query_one(RawView).show(raw)
         elif tab == "session":
             self.query_one(SessionView).show(stored.session)
+        elif tab == "dns":
+            self.query_one(DnsView).show_for(stored.capture.id, raw)
+
+    def _dns_reloaded(self) -> None:
+        """The zone files were read again: DNS reports may be stale, and the open DNS tab is made again."""
+        self.query_one(DnsView).forget()
+        if "dns" in self._rendered:
+            self._rendered.discard("dns")
+            if self.query_one("#tabs", TabbedContent).active == "dns":
+                self._render_tab("dns")
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
@@ -345,6 +360,7 @@ class MaillabApp(App):
             return
         for error in self.engine.dns_errors or []:
             self.call_from_thread(self.notify, visible(error), title="Zone file", severity="error", timeout=15)
+        self.call_from_thread(self._dns_reloaded)
         store = Store(self.config.db_path)
         try:
             ids = store.ids() if everything else [m for m in [self._selected()] if m is not None]
@@ -375,7 +391,7 @@ class MaillabApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Send sample messages", "Six messages that show every verdict pane at work",
+        yield SystemCommand("Send sample messages", "Eight messages that show every verdict pane at work",
                             self.send_samples)
         yield SystemCommand("Re-check all messages", "Re-read the zone files and judge every message again",
                             lambda: self.action_reanalyse(True))

@@ -192,7 +192,7 @@ def test_check_refuses_an_empty_file_with_one_line(tmp_path):
 
 # -- (c) the TUI: the nastiest messages through every pane ----------------------------------------------------
 
-TABS = ("verdict", "headers", "text", "parts", "raw", "session")
+TABS = ("verdict", "headers", "text", "parts", "raw", "session", "dns")
 
 
 def make_app(tmp_path: Path) -> MaillabApp:
@@ -229,7 +229,7 @@ def pane_texts(app: MaillabApp, tab: str) -> list[str]:
             stack.extend(node.children)
         return labels
     selector = {"verdict": "VerdictView Static", "headers": "HeadersView Static", "text": "BodyView Static",
-                "raw": "RawView Static", "session": "SessionView Static"}[tab]
+                "raw": "RawView Static", "session": "SessionView Static", "dns": "DnsView Static"}[tab]
     return [text_of(w.content) for w in app.query(selector)]
 
 

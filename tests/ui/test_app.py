@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import pytest
 from support import BAD_IP, GOOD_IP, ZONES, message, sign
 from support.client import send  # noqa: F401
 from support.ui import make_app, plain, smtp_send, until, verdict_text  # noqa: F401
 
+from lab.samples import SAMPLES
 from lab.ui.widgets.message_list import MessageList
 
 SIZE = (140, 44)
@@ -31,7 +33,8 @@ async def test_mail_appears_live_and_the_selection_stays(tmp_path):
         listing = app.query_one(MessageList)
         first = await smtp_send(app, sign(message(subject="first")))
         await until(pilot, lambda: listing.selected_id == first and "DMARC" in verdict_text(app))
-        assert "What a receiver would do" in verdict_text(app) and "dkim.example.com.rsa2048" in verdict_text(app)
+        assert "Inbox likely" in verdict_text(app) and "dkim.example.com.rsa2048" in verdict_text(app)
+        assert " score " in verdict_text(app)
         second = await smtp_send(app, message(subject="second"), ip=BAD_IP)
         await until(pilot, lambda: listing.count == 2)
         assert listing.selected_id == first  # new mail did not steal the selection
@@ -39,6 +42,21 @@ async def test_mail_appears_live_and_the_selection_stays(tmp_path):
         await pilot.press("k")
         await until(pilot, lambda: "second" in str(app.query_one("#status").render()) or listing.selected_id == second)
         await until(pilot, lambda: "Reject" in verdict_text(app))
+
+
+async def test_the_verdict_leads_with_the_profiles_outcome(tmp_path):
+    app = make_app(tmp_path, profile="gmail-bulk")
+    async with app.run_test(size=SIZE) as pilot:
+        await smtp_send(app, (Path(__file__).parent / "fixtures" / "newsletter-org.eml").read_bytes(), ip=BAD_IP,
+                        mail_from="news@example.org")
+        await until(pilot, lambda: "if unmet" in verdict_text(app))
+        head = plain(app.query_one("VerdictView .disposition").content).splitlines()
+        assert head[0].split()[:6] == ["REJECTED", "Would", "be", "rejected", "by", "Gmail"]
+        assert head[1].split()[0] == "score" and "/10: " in head[1]
+        pane = app.query_one("VerdictView .family-bulk")
+        assert str(pane.border_title).startswith("✗ Provider rules: Gmail (bulk)")
+        rules = plain(pane.content)
+        assert "if unmet" in rules and "reject 550 5.7.27" in rules and "provider-code" not in rules
 
 
 async def test_tabs_show_headers_text_parts_raw_and_session(tmp_path):
@@ -168,7 +186,8 @@ async def test_samples_from_the_palette_fill_every_pane(tmp_path):
         await pilot.pause(0.3)
         await pilot.press("enter")
         listing = app.query_one(MessageList)
-        await until(pilot, lambda: listing.count == 6 and all(listing.source.row(i).level for i in range(6)))
+        n = len(SAMPLES)
+        await until(pilot, lambda: listing.count == n and all(listing.source.row(i).level for i in range(n)))
 
 
 async def test_help_opens_and_closes(tmp_path):

@@ -3,6 +3,11 @@
 The store is filled before the app starts with fixture messages at fixed times, judged through the
 fixture zones, so every run draws the same screen. The listeners use fixed ports because the status
 line shows them; if any is taken on this machine the snapshots are skipped (the Pilot tests still run).
+
+The provider-profile snapshots judge one newsletter (tests/ui/fixtures/newsletter-org.eml: SPF softfail
+from an unlisted IP, a DKIM signature whose key is not published beside one that verifies, one-click
+unsubscribe not covered by DKIM) under each profile, as `--profile` would: Gmail bulk and Outlook.com
+reject it, Yahoo sends it to spam, Gmail delivers it, and without a profile the lab's own disposition leads.
 """
 
 from __future__ import annotations
@@ -12,18 +17,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, GOOD_IP, ZONES
+from support import BAD_IP, FIXTURES, GOOD_IP, ZONES
 
 from lab.config import Config
 from lab.core.analyse import analyse
+from lab.core.context import Options
 from lab.core.dnsview import LayeredView
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.core.profiles import get_profile
 from lab.resolver import load_zones
 from lab.store import Store
 from lab.ui.app import MaillabApp
 
 PORTS = (47525, 47587, 47465)
 SIZE = (130, 42)
+TALL = (120, 48)
+NARROW = (80, 24)
+NEWSLETTER = Path(__file__).parent / "fixtures" / "newsletter-org.eml"
 RECEIVED = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
 
 
@@ -60,12 +70,26 @@ def _fill(data_dir: Path) -> None:
     store.close()
 
 
-def _app(tmp_path: Path) -> MaillabApp:
+def _fill_newsletter(data_dir: Path, profile: str) -> None:
+    """The newsletter as the submission listener took it (TLS, AUTH) from 203.0.113.5, judged under `profile`."""
+    view = LayeredView(load_zones(ZONES))
+    store = Store(data_dir / "maillab.db")
+    capture = Capture(NEWSLETTER.read_bytes(), Envelope("news@example.org", ("bob@example.net",), "mail.example.com"),
+                      Transport(Listener.SUBMISSION, 587, "TLSv1.3", "TLS_AES_256_GCM_SHA384", "PLAIN", "news"),
+                      Client(ip=BAD_IP, peer_ip="127.0.0.1", source="xclient"), received_at=RECEIVED)
+    mid = store.add(capture, [[0.0, "<", "220 maillab.localhost maillab ESMTP"]])
+    store.save_verdict(mid, analyse(capture, view, authserv_id="maillab.localhost",
+                                    options=Options(profile=get_profile(profile))))
+    store.close()
+
+
+def _app(tmp_path: Path, fill=_fill) -> MaillabApp:
     data = tmp_path / "data"
     data.mkdir()
-    _fill(data)
+    fill(data)
     config = Config(data_dir=data, zones=[str(z) for z in ZONES], offline=True, relay_port=PORTS[0],
-                    submission_port=PORTS[1], smtps_port=PORTS[2])
+                    submission_port=PORTS[1], smtps_port=PORTS[2],
+                    pop3_port=0)  # POP3 is not on the status line; a busy 2110 would be a notification
     return MaillabApp(config)
 
 
@@ -94,3 +118,30 @@ def test_screens(snap_compare, tmp_path, name, keys):
             await _settle(pilot)
 
     assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize(("profile", "size"), [
+    pytest.param("gmail-bulk", TALL, id="gmail-bulk"),
+    pytest.param("gmail", TALL, id="gmail"),
+    pytest.param("yahoo", TALL, id="yahoo"),
+    pytest.param("outlook", TALL, id="outlook"),
+    pytest.param("none", TALL, id="none"),
+    pytest.param("gmail-bulk", NARROW, id="gmail-bulk-80x24"),
+])
+def test_verdict_per_profile(snap_compare, tmp_path, profile, size):
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+
+    app = _app(tmp_path, lambda data: _fill_newsletter(data, profile))
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [pytest.param(TALL, id="120x48"), pytest.param(NARROW, id="80x24")])
+def test_dns_tab(snap_compare, tmp_path, size):
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("7")
+        await _settle(pilot)
+
+    app = _app(tmp_path, lambda data: _fill_newsletter(data, "gmail-bulk"))
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -35,7 +35,8 @@ def test_the_lab_in_a_real_terminal(tmp_path):
     session = f"maillab-test-{relay}"
     zones = " ".join(f"--zone {z}" for z in ZONES)
     command = (f"{sys.executable} -m lab --data-dir {tmp_path} --offline {zones} --client-ip 192.0.2.10 "
-               f"--relay-port {relay} --submission-port {submission} --smtps-port {smtps} --pop3-port 0")
+               f"--relay-port {relay} --submission-port {submission} --smtps-port {smtps} --pop3-port 0 "
+               "--profile gmail-bulk")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "44",
                     f"env -u COLUMNS -u LINES MAILLAB_CONFIG=/dev/null TERM=xterm-256color {command}"], check=True)
     subprocess.run(["tmux", "set-option", "-t", session, "window-size", "manual"], capture_output=True)
@@ -49,8 +50,11 @@ def test_the_lab_in_a_real_terminal(tmp_path):
         assert out.returncode == 0, out.stdout
         text = wait_for(session, "hello from swaks")
         assert "submission" in text
-        wait_for(session, "What a receiver would do")
-        wait_for(session, "transport.port")
+        text = wait_for(session, "Would be rejected by Gmail (bulk): 550 5.7.30")  # bulk mail must be DKIM-signed
+        assert "REJECTED" in text and "score" in text
+        wait_for(session, "Provider rules: Gmail (bulk)")
+        subprocess.run(["tmux", "send-keys", "-t", session, "7"], check=True)
+        wait_for(session, "DNS records of example.com")
         subprocess.run(["tmux", "send-keys", "-t", session, "6"], check=True)
         wait_for(session, "C: STARTTLS")
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)

@@ -19,9 +19,9 @@ It never delivers anything.
 |---|---|
 | `j` `k` `↓` `↑` `g` `G` | move through the messages |
 | `tab` / `shift+tab` | move between the list and the tabs |
-| `1`–`6` | Verdict, Headers, Text, Parts, Raw, Session |
+| `1`–`7` | Verdict, Headers, Text, Parts, Raw, Session, DNS |
 | `/` | filter: words, `verdict:fail`, `listener:relay`, `failed:dkim` (Esc clears) |
-| `r` / `R` | re-read the zone files and judge the selected / every message again |
+| `r` / `R` | re-read the zone files and judge the selected / every message again (and look up DNS again) |
 | `e` | export the selected message as .eml |
 | `s` | save the attachment selected in Parts |
 | `y` | copy a swaks command that sends the message again |
@@ -36,9 +36,15 @@ It never delivers anything.
 - **! warn**: works, but receivers trust it less, or a provider may refuse it.
 - **✗ FAIL**: a receiver would reject it, spam-folder it, or distrust it.
 
-The **Verdict** tab starts with what a receiver would do, then shows one pane per family
-(Transport, SPF, DKIM, DMARC, Sender, Headers); each check shows its evidence (the record, the
-mechanism that matched, the selector, the lookup count) and a **fix**.
+The **Verdict** tab starts with what a receiver would do (for the provider profile chosen with
+`--profile`: rejected, deferred, sent to spam or delivered), the score out of 10 with the findings that
+cost the most, and why. Then one pane per family: the provider's rules with its reply codes, Transport,
+Client, Blocklists, SPF, DKIM, DMARC, Sender, Headers, Content; each check shows its evidence (the
+record, the mechanism that matched, the selector, the lookup count), its points and a **fix**.
+
+The **DNS** tab explains the From domain's records as a receiver reads them (SPF with its includes
+and lookup count, DMARC tag by tag, the DKIM keys the message signs with, MX) and what to change.
+It reads your zone overlay files first, so you can draft a record before publishing it.
 
 Fix a record in your zone overlay file, press `r`, and watch the verdict change.
 """

@@ -1,48 +1,229 @@
-"""Provides VerdictView: what a receiver would do, then one bordered pane per check family."""
+"""Provides VerdictView: what a receiver would do, then one bordered pane per check family.
+
+The head answers the user's question first: the outcome for the selected provider profile (rejected, sent
+to spam, delivered), the 0-10 score with the findings that cost the most, and why, one line per problem.
+The provider-rules pane (family `bulk`) shows each rule with the provider's gate and reply code on one line
+instead of the evidence every other pane lists. Everything shown is read from the stored Verdict.
+"""
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from lab.core.results import Level, Verdict
+from lab.core.profiles import PROFILES
+from lab.core.results import CheckResult, Level, Verdict
 from lab.render import FAMILY_ORDER
 from lab.textsafe import visible
 from lab.ui.format import STYLE, SYMBOL
 
 TITLES = {"transport": "Transport", "spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "arc": "ARC", "sender": "Sender",
           "headers": "Headers", "client": "Client (IP, reverse DNS, HELO)", "blocklist": "Blocklists",
-          "content": "Content", "bulk": "Provider rules"}
+          "content": "Content", "bulk": "Provider rules", "retry": "Retries"}
+WHY_LINES = 5  # problems listed in the head; the panes below have them all
+LOSSES = 5  # findings named beside the score
+LABEL_WIDTH = 11  # " DELIVERED ", " REJECTED? "
+
+# How the head names the outcome the disposition line starts with, and its colour. The disposition is the
+# core's sentence; this only picks a badge for it (longest prefix first).
+OUTCOMES = (
+    ("would be rejected", "REJECTED", "red"),
+    ("would be deferred", "DEFERRED", "yellow"),
+    ("would be sent to spam", "SPAM", "yellow"),
+    ("would be delivered", "DELIVERED", "green"),
+    ("likely reject", "REJECTED?", "red"),
+    ("reject", "REJECTED", "red"),
+    ("deferred", "DEFERRED", "yellow"),
+    ("spam folder likely", "SPAM?", "yellow"),
+    ("spam folder", "SPAM", "yellow"),
+    ("delivered, trusted less", "DELIVERED", "yellow"),
+    ("inbox likely", "INBOX?", "green"),
+    ("inbox", "INBOX", "green"),
+)
+GATES = {"reject": "reject", "defer": "defer", "spam": "spam", "none": "advice"}
+_REPLY = re.compile(r"\b([45]\d\d [45]\.\d{1,3}\.\d{1,3})\b")
 
 
-def check_text(checks) -> Group:
-    """The checks of one family: level, id, result, summary, evidence, fix."""
-    blocks = []
+def outcome(disposition: str) -> tuple[str, str] | None:
+    """The badge word and colour for a disposition line; None when it names no outcome."""
+    low = disposition.strip().lower()
+    for prefix, word, colour in OUTCOMES:
+        if low.startswith(prefix):
+            return word, colour
+    return None
+
+
+def profile_label(name: str) -> str:
+    profile = PROFILES.get(name)
+    return profile.label if profile is not None and profile.provider else ""
+
+
+def short_summary(c: CheckResult, label: str) -> str:
+    """A provider rule's summary without the "Gmail (bulk): " every one of them starts with."""
+    if c.family == "bulk" and label:
+        return c.summary.removeprefix(f"{label}: ")
+    return c.summary
+
+
+def reply(code: str, gate: str) -> str:
+    """The documented reply that goes with the gate: the 5xx for a rejection, the 4xx for a deferral."""
+    replies = _REPLY.findall(code or "")
+    want = {"reject": "5", "defer": "4"}.get(gate)
+    if want is None or not replies:
+        return ""
+    return next((r for r in replies if r.startswith(want)), replies[0])
+
+
+def losses(verdict: Verdict, limit: int = LOSSES) -> Text:
+    """`6.9/10: dkim.example.org.rsa2048 -1.5, spf.mailfrom -0.5, … and 2 more (-0.6)`."""
+    text = Text()
+    score = verdict.score if verdict.score is not None else 0.0
+    colour = "green" if score >= 8 else "yellow" if score >= 5 else "red"
+    text.append(f"{score:g}/10", style=f"bold {colour}")
+    lost = sorted((c for c in verdict.checks if c.points), key=lambda c: -c.points)
+    if not lost:
+        text.append(": no points lost", style="dim")
+        return text
+    text.append(": ")
+    for n, c in enumerate(lost[:limit]):
+        if n:
+            text.append(", ", style="dim")
+        text.append(visible(c.id))
+        text.append(f" -{c.points:g}", style=STYLE[c.level])
+    if len(lost) > limit:
+        rest = sum(c.points for c in lost[limit:])
+        text.append(f", and {len(lost) - limit} more (-{rest:.1f})", style="dim")
+    return text
+
+
+def head(verdict: Verdict, why_lines: int = WHY_LINES) -> Table:
+    """Outcome for the profile, score and its biggest losses, then the problems: a grid with a label column."""
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(no_wrap=True, width=LABEL_WIDTH)
+    grid.add_column(ratio=1)
+    label = profile_label(verdict.profile)
+    found = outcome(verdict.disposition)
+    badge = Text(f" {found[0]} ", style=f"bold reverse {found[1]}") if found else Text(" receiver", style="bold")
+    line = Text(visible(verdict.disposition), style=f"bold {found[1]}" if found else "bold")
+    if not label:
+        line.append("  (no provider profile)", style="dim")
+    grid.add_row(badge, line)
+    if verdict.score is not None:
+        grid.add_row(Text(" score", style="bold"), losses(verdict))
+    problems = [c for c in verdict.checks if c.level is Level.FAIL] + \
+               [c for c in verdict.checks if c.level is Level.WARN]
+    lines = []
+    for c in problems[:why_lines]:
+        row = Text(no_wrap=True, overflow="ellipsis")
+        row.append(f"{SYMBOL[c.level]} ", style=STYLE[c.level])
+        row.append(f"{visible(c.id)}: ", style="bold")
+        row.append(visible(short_summary(c, label)))
+        lines.append(row)
+    if len(problems) > why_lines:
+        lines.append(Text(f"… and {len(problems) - why_lines} more below", style="dim"))
+    if not problems:
+        lines.append(Text("every check passes", style="green"))
+    level = verdict.level
+    grid.add_row(Text(f" {SYMBOL[level]} {level.value.upper()} ", style=f"reverse {STYLE[level]}"), Group(*lines))
+    return grid
+
+
+def check_text(checks) -> Table:
+    """The checks of one family, one row each: the level, then the id, result, points and summary, with the
+    evidence, fix and rule under the summary (a hanging indent, so wrapped lines stay readable)."""
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
     for ch in checks:
-        line = Text()
-        line.append(f"{SYMBOL[ch.level]} {ch.level.value:4} ", style=STYLE[ch.level])
-        line.append(ch.id, style="bold")
+        level = Text(f"{SYMBOL[ch.level]} {ch.level.value:4}", style=STYLE[ch.level])
+        body = Text()
+        body.append(visible(ch.id), style="bold")
         if ch.result:
-            line.append(f" ({ch.result})", style=STYLE[ch.level])
+            body.append(f" ({visible(ch.result)})", style=STYLE[ch.level])
         if ch.points:
-            line.append(f" -{ch.points:g}", style="bold " + STYLE[ch.level])
-        line.append("  " + visible(ch.summary))
-        blocks.append(line)
+            body.append(f" -{ch.points:g}", style="bold " + STYLE[ch.level])
+        body.append("  " + visible(ch.summary))
         for key, value in ch.evidence.items():
-            ev = Text("    ")
-            ev.append(f"{key}: ", style="dim")
-            ev.append(visible(value))
-            blocks.append(ev)
+            body.append(f"\n{visible(key)}: ", style="dim")
+            body.append(visible(value))
         if ch.fix and ch.level is not Level.PASS:
-            fix = Text("    ")
-            fix.append("fix: ", style="bold cyan")
-            fix.append(visible(ch.fix))
-            blocks.append(fix)
+            body.append("\nfix: ", style="bold cyan")
+            body.append(visible(ch.fix))
         if ch.ref:
-            blocks.append(Text(f"    {ch.ref}", style="dim italic"))
-    return Group(*blocks)
+            body.append(f"\n{visible(ch.ref)}", style="dim italic")
+        grid.add_row(level, body)
+    return grid
+
+
+class BulkRules:
+    """Provider rules, one row each: the rule, what the provider does when it fails (gate and reply), the
+    summary, and the fix when it is not met; the evidence stays in `maillab show ID --json`.
+
+    A Rich renderable that lays itself out for the width it gets: below NARROW columns the reply is only
+    the enhanced status code (5.7.27), so the summary keeps room to breathe at 80 columns.
+    """
+
+    NARROW = 100
+
+    def __init__(self, checks: list[CheckResult], label: str):
+        self.checks = checks
+        self.label = label
+
+    def __rich_console__(self, console, options):
+        narrow = options.max_width < self.NARROW
+        rows = []
+        for ch in self.checks:
+            name = Text(f"{SYMBOL[ch.level]} ", style=STYLE[ch.level])
+            name.append(visible(ch.id.removeprefix("bulk.")), style="bold")
+            gate = ch.evidence.get("gate", "")
+            code = reply(ch.evidence.get("provider-code", ""), gate)
+            if narrow:
+                code = code.partition(" ")[2] or code
+            gate_text = Text(" ".join(x for x in (GATES.get(gate, visible(gate)), code) if x),
+                             style="dim" if ch.level in (Level.PASS, Level.INFO) else STYLE[ch.level])
+            fix = None
+            if ch.fix and ch.level is not Level.PASS:
+                fix = Text("fix: ", style="bold cyan")
+                fix.append(visible(ch.fix))
+            rows.append((name, gate_text, Text(visible(short_summary(ch, self.label))), fix))
+        header = (Text("rule", style="dim"), Text("if unmet", style="dim"), Text("found", style="dim"), None)
+        rows.insert(0, header)
+        widths = [max((r[i].cell_len for r in rows), default=1) for i in (0, 1)]
+
+        def grid() -> Table:
+            table = Table.grid(padding=(0, 1), expand=True)
+            table.add_column(no_wrap=True, width=widths[0])
+            table.add_column(no_wrap=True, width=widths[1])
+            table.add_column(ratio=1)
+            return table
+
+        if narrow:  # the fix under the rule, across the pane: long fixes stay readable at 80 columns
+            for name, gate_text, summary, fix in rows:
+                table = grid()
+                table.add_row(name, gate_text, summary)
+                yield table
+                if fix is not None:
+                    yield Padding(fix, (0, 0, 0, 4))
+        else:
+            table = grid()
+            for name, gate_text, summary, fix in rows:
+                if fix is not None:
+                    summary = Text.assemble(summary, "\n", fix)
+                table.add_row(name, gate_text, summary)
+            yield table
+        first = self.checks[0] if self.checks else None
+        if first is not None and (first.ref or first.evidence.get("doc")):
+            source = Text("rules: ", style="dim")
+            source.append(visible(first.ref or ""), style="dim italic")
+            if first.evidence.get("doc"):
+                source.append("\n" + visible(first.evidence["doc"]), style="dim")
+            yield source
 
 
 class VerdictView(VerticalScroll):
@@ -53,7 +234,7 @@ class VerdictView(VerticalScroll):
     VerdictView > .family.level-pass { border: round $success; }
     VerdictView > .family.level-warn { border: round $warning; }
     VerdictView > .family.level-fail { border: round $error; }
-    VerdictView > .disposition { padding: 0 1; margin: 0 0 1 0; height: auto; }
+    VerdictView > .disposition { padding: 0 1 0 0; margin: 0 0 1 0; height: auto; }
     VerdictView > .authres { padding: 0 1; height: auto; color: $text-muted; }
     """
 
@@ -73,23 +254,8 @@ class VerdictView(VerticalScroll):
                 pane.display = False
             authres.display = False
             return
-        head = Text()
-        head.append(f" {SYMBOL[verdict.level]} {verdict.level.value.upper()} ", style=f"reverse {STYLE[verdict.level]}")
-        if verdict.score is not None:
-            head.append(f"  {verdict.score:g}/10 ", style="bold")
-        head.append("  What a receiver would do: ", style="bold")
-        head.append(visible(verdict.disposition))
-        problems = [c for c in verdict.checks if c.level is Level.FAIL] + \
-                   [c for c in verdict.checks if c.level is Level.WARN]
-        if problems:
-            head.append("\n\n Why:", style="bold")
-            for c in problems[:6]:
-                head.append(f"\n   {SYMBOL[c.level]} ", style=STYLE[c.level])
-                head.append(f"{c.id}: ", style="bold")
-                head.append(visible(c.summary))
-            if len(problems) > 6:
-                head.append(f"\n   … and {len(problems) - 6} more below", style="dim")
-        disposition.update(head)
+        disposition.update(head(verdict))
+        label = profile_label(verdict.profile)
         families = verdict.by_family()
         others = [c for f in sorted(set(families) - set(FAMILY_ORDER)) for c in families[f]]
         for family, pane in panes.items():
@@ -98,12 +264,14 @@ class VerdictView(VerticalScroll):
             if not checks:
                 continue
             level = Verdict.overall(checks)
-            pane.update(check_text(checks))
+            pane.update(BulkRules(checks, label) if family == "bulk" else check_text(checks))
             for lv in ("pass", "warn", "fail"):
                 pane.set_class(level.value == lv, f"level-{lv}")
             title = TITLES.get(family, family.title())
-            if family == "bulk" and verdict.profile != "none":
-                title = f"{title}: {verdict.profile}"
+            if family == "other":  # families this version of the UI has no pane for, each named
+                title = ", ".join(TITLES.get(f, visible(f).title()) for f in sorted({c.family for c in checks}))
+            if family == "bulk":
+                title = f"{title}: {label or visible(verdict.profile)}"
             lost = sum(c.points for c in checks)
             pane.border_title = f"{SYMBOL[level]} {title}" + (f"  (-{lost:g})" if lost else "")
         authres.display = True
