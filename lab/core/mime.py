@@ -140,9 +140,15 @@ def decoded(msg: Message) -> bytes:
     except Exception:  # noqa: BLE001
         data = None
     if data is None:
-        payload = msg.get_payload()
+        payload = raw_payload(msg)
         return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
     return data
+
+
+def raw_payload(msg: Message):
+    """The payload as parsed (str, or a list of parts). Message.get_payload() without decode=True re-decodes a
+    str payload with the part's charset and raises for names like "\x00" (found by fuzzing), so not that."""
+    return msg._payload
 
 
 def walk(msg: Message):

@@ -297,3 +297,11 @@ def test_helo_fix_suggests_a_name_worth_using(ip, name):
     r = run(ip, helo="localhost")["client.helo"]
     assert f"EHLO {name})" in r.fix
     assert ("The PTR record of the IP should give that name too" in r.fix) == (ip in ("198.51.100.7", "192.0.2.27"))
+
+
+@pytest.mark.parametrize("ip", ["fe80::1%eth0", "fe80::1%25", "::1%lo"])
+def test_a_scoped_ipv6_client_is_judged_without_its_zone_index(ip):
+    """Found by hypothesis: XCLIENT ADDR=fe80::1%eth0 made the check raise (client.error)."""
+    results = run(ip)
+    assert "client.error" not in results
+    assert all("%" not in r.summary for r in results.values() if r.id != "client.ip")

@@ -419,7 +419,7 @@ def _ascii_name(text: str) -> str | None:
 
 def _ip(text: str | None):
     try:
-        addr = ipaddress.ip_address((text or "").strip())
+        addr = ipaddress.ip_address((text or "").strip().partition("%")[0])  # a zone index (fe80::1%eth0) is local
     except ValueError:
         return None
     if addr.version == 6 and addr.ipv4_mapped is not None:

@@ -341,7 +341,7 @@ def _charset_part(part, ctype: str, text: str, facts: _Facts) -> None:
 def _is_program(part) -> bool:
     """Whether an attachment's bytes begin with "MZ", the header of every Windows program (DOS/PE), whatever
     its name says. Only the first bytes are decoded, so a large attachment costs nothing."""
-    payload = part.get_payload()
+    payload = mime.raw_payload(part)
     if not isinstance(payload, str):
         return False
     head = payload.lstrip()[:8]
