@@ -61,6 +61,7 @@ def zone(data_dir: Path) -> ZoneView:
     return ZoneView.from_text(f"""
 $ORIGIN maillab.test.
 shop                TXT "v=spf1 ip4:{GOOD_IP} -all"
+shop                MX  10 mail.shop
 mail.shop           A   {GOOD_IP}
 mail.shop           TXT "v=spf1 a -all"
 _dmarc.shop         TXT "v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}"

@@ -336,3 +336,9 @@ def test_messages_without_a_from_fail_but_judge_the_rest():
     assert level(results, "sender.message-id") is Level.WARN
     assert level(results, "sender.date") is Level.WARN
     assert not display_name_results(results)
+
+
+def test_news_is_a_dedicated_address_not_a_role_address():
+    """ESPs advise a dedicated From address such as news@ for newsletters; only admin roles are flagged."""
+    (found,) = of(run(make({"From": "Shop News <news@example.com>"})), "sender.role-address")
+    assert found.level is Level.PASS

@@ -23,7 +23,7 @@ from lab.textsafe import shown as _shown
 ROLE_LOCAL_PARTS = frozenset({
     "postmaster", "abuse", "root", "hostmaster", "webmaster", "admin", "administrator", "mailer-daemon",
     "mailerdaemon", "security", "noc", "daemon", "nobody", "sysadmin", "www", "www-data", "operator",
-    "usenet", "news", "uucp", "ftp", "system", "listmaster",
+    "usenet", "uucp", "ftp", "system", "listmaster",
 })
 NOREPLY_LOCAL_PARTS = frozenset({"noreply", "donotreply", "noreplies"})
 
