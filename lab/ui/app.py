@@ -173,6 +173,8 @@ class MaillabApp(App):
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
+        if not self.query(MessageList):  # verdicts that arrive while the app is closing
+            return
         message_list = self.query_one(MessageList)
         message_list.reload()
         self._update_status()

@@ -53,7 +53,9 @@ async def test_the_ui_answers_keys_while_200_connections_send(tmp_path):
                 break
             await pilot.pause(0.1)
         assert listing.count == CONNECTIONS
-        assert slowest < 0.5, f"the UI's event loop stalled for {slowest:.2f} s during the flood"
+        # 170-200 ms on a quiet 2-core machine; 465 ms once inside the whole suite, so the guard is against
+        # freezes (a blocking call on the UI loop takes seconds), not against a noisy neighbour
+        assert slowest < 0.75, f"the UI's event loop stalled for {slowest:.2f} s during the flood"
         print(f"\nUI during {CONNECTIONS} concurrent connections: longest stall {slowest * 1000:.0f} ms")
 
 
