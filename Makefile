@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/analysis.py
 	$(PY) bench/tui_list.py
 	$(PY) bench/serve_rss.py
+	$(PY) bench/latency.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lab tests

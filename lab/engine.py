@@ -60,7 +60,7 @@ class Engine:
         self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis,
                                      view=view if config.analysis == "thread" else None)
         writer = ProcessWriter if config.analysis == "process" else GroupWriter
-        self.writer = writer(config.db_path, on_commit=lambda ids: self.worker.wake.set(), keep=config.max_messages)
+        self.writer = writer(config.db_path, on_commit=self._committed, keep=config.max_messages)
 
     def build_rules(self, tolerant: bool = False) -> RuleSet | RulesFile:
         """The rules file, or the built-in local parts. A file that does not load raises RulesError, unless
@@ -111,6 +111,10 @@ class Engine:
                 log.exception("rules: could not re-read %s", rules.path)
             if self.handler is not None:
                 self.handler.refresh()  # back on the loop: the SMTP path sees the new rules from its next command
+
+    def _committed(self, ids: list[int]) -> None:
+        self.worker.ensure_alive()
+        self.worker.wake.set()
 
     def build_view(self) -> DnsView:
         if self.dns_errors is not None:

@@ -415,7 +415,8 @@ def import_paths(store: Store, paths: Iterable[str | Path], *, judging: Judging 
                 except Exception:  # noqa: BLE001 - one message must not stop an import; it stays unjudged
                     log.exception("analysis of imported message %s failed", c.id)
             if judged:
-                store.save_verdicts(list(judged.items()), {c.id: sender_key(c) for c in stored if c.id in judged})
+                store.save_verdicts(list(judged.items()), {c.id: sender_key(c) for c in stored if c.id in judged},
+                                    {c.id: c.client.ip for c in stored if c.id in judged})
         for c in stored:
             report.ids.append(c.id)
             if c.id in judged:

@@ -342,3 +342,62 @@ def test_news_is_a_dedicated_address_not_a_role_address():
     """ESPs advise a dedicated From address such as news@ for newsletters; only admin roles are flagged."""
     (found,) = of(run(make({"From": "Shop News <news@example.com>"})), "sender.role-address")
     assert found.level is Level.PASS
+
+
+# --- sender history (the store supplies it; the rule is judged from it alone) ---------------------------------
+
+def _with_history(raw: bytes, history, ip: str = "192.0.2.10") -> list[CheckResult]:
+    from lab.core.context import Options
+    from lab.core.model import Client
+
+    capture = Capture(raw, Envelope(mail_from="bounce@example.com", helo="mail.example.com"), received_at=NOW,
+                      client=Client(ip=ip))
+    return check_sender(Context(capture, dns=ZoneView(), options=Options(history=history)))
+
+
+@pytest.mark.parametrize(("history", "ip", "expected"), [
+    (None, "192.0.2.10", {}),  # no store (maillab check): no history results
+    (("client 192.0.2.10", 0, (), ()), "192.0.2.10", {"sender.history": Level.INFO}),  # first sighting
+    (("client 192.0.2.10", 5, ("alice@example.com",), ("192.0.2.10",)), "192.0.2.10",
+     {"sender.history": Level.PASS}),
+    (("client 192.0.2.10", 5, ("news@other.example",), ()), "192.0.2.10", {"sender.history": Level.WARN}),
+    (("client 192.0.2.10", 5, ("bob@example.com",), ()), "192.0.2.10", {"sender.history": Level.INFO}),
+    (("client 192.0.2.10", 5, ("alice@example.com",), ("192.0.2.10",)), "198.51.100.7",
+     {"sender.history-ip": Level.WARN}),
+])
+def test_history_first_sighting_changed_domain_address_and_ip(history, ip, expected):
+    from lab.core.model import SenderHistory
+
+    h = SenderHistory(*history) if history else None
+    found = {r.id: r.level for r in _with_history(make(), h, ip) if r.id.startswith("sender.history")}
+    assert found == expected
+    for r in _with_history(make(), h, ip):
+        if r.id.startswith("sender.history") and r.level is not Level.PASS:
+            assert r.fix
+
+
+def test_the_store_remembers_senders_from_earlier_verdicts(tmp_path):
+    from lab.core.analyse import analyse
+    from lab.core.model import Client
+    from lab.store import Store
+
+    store = Store(tmp_path / "db")
+    try:
+        def judge(from_: str, ip: str):
+            capture = Capture(make({"From": from_}), Envelope(mail_from="bounce@example.com"),
+                              client=Client(ip=ip), received_at=NOW)
+            mid = store.add(capture)
+            capture = store.get(mid).capture
+            message_history = store.history(capture, from_.split("<")[-1].rstrip(">"))
+            store.save_verdict(mid, analyse(capture, ZoneView()), capture)
+            return message_history
+
+        first = judge("A <alice@example.com>", "192.0.2.10")
+        assert first.earlier == 0
+        second = judge("A <alice@example.com>", "192.0.2.10")
+        assert (second.earlier, second.from_addresses, second.ips) == (1, ("alice@example.com",), ("192.0.2.10",))
+        third = judge("N <news@other.example>", "192.0.2.10")
+        assert third.from_addresses == ("alice@example.com",) and third.ips == ()
+        assert judge("A <alice@example.com>", "198.51.100.7").ips == ("192.0.2.10",)
+    finally:
+        store.close()

@@ -21,13 +21,19 @@ class TinyDNS:
     def __init__(self, zone_text: str):
         """`zone_text` uses absolute owner names (no $ORIGIN)."""
         self.rrsets = dns.zonefile.read_rrsets(zone_text, default_ttl=60)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        for _ in range(20):  # UDP and TCP on one port number: the TCP one may be taken (a client's port)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
         self.questions: list[tuple[str, str, str]] = []
         self.blackhole = True
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen(16)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

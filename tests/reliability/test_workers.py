@@ -1,0 +1,58 @@
+"""A dead analysis process is replaced: mail committed after it died still gets its verdict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support import free_ports, message
+
+
+def _analysis_children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) != pid:
+                continue
+            cmd = Path(stat.parent, "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"multiprocessing.spawn" in cmd:  # the analysis processes (the resource tracker is not spawn_main)
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_killed_analysis_processes_are_replaced(tmp_path):
+    relay, submission, smtps = free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--data-dir", str(tmp_path), "--offline",
+                             "--relay-port", str(relay), "--submission-port", str(submission), "--smtps-port",
+                             str(smtps), "--pop3-port", "0", "--analysis-workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "MAILLAB_CONFIG": os.devnull})
+    try:
+        deadline = time.monotonic() + 20
+        while len(_analysis_children(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "no analysis processes"
+            time.sleep(0.1)
+        for child in _analysis_children(proc.pid):
+            os.kill(child, signal.SIGKILL)
+        time.sleep(0.3)
+        with smtplib.SMTP("127.0.0.1", relay) as s:
+            for i in range(4):  # ids of both shares
+                s.sendmail("a@example.com", ["b@example.net"], message(subject=f"after the crash {i}"))
+        con = sqlite3.connect(tmp_path / "maillab.db")
+        deadline = time.monotonic() + 30
+        while con.execute("SELECT count(*) FROM verdicts").fetchone()[0] < 4:
+            assert time.monotonic() < deadline, "no verdicts after the analysis processes died"
+            time.sleep(0.1)
+        con.close()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert b"starting another" in err
