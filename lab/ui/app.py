@@ -141,6 +141,11 @@ class MaillabApp(App):
                 text.append(f"{spec.listener.value} ", style="bold")
                 text.append(f":{spec.port}", style="cyan")
                 text.append(f" ({r.listener.real_port}: {mode}{auth})", style="dim")
+        if self.engine.pop3_port is not None:  # where captured mail and bounces can be read back
+            text.append("  pop3 ", style="bold")
+            text.append(f":{self.engine.pop3_port}", style="cyan")
+        elif self.engine.pop3_error:
+            text.append(f"  pop3 ✗ :{self.config.pop3_port} not listening", style="bold red")
         text.append("\n DNS: ", style="bold")
         text.append(self.engine.dns_mode)
         if self.source is not None and self.store is not None:

@@ -16,7 +16,7 @@ from support.client import send
 
 def make_app(tmp_path, **settings) -> MaillabApp:
     config = Config(data_dir=tmp_path / "data", zones=[str(z) for z in ZONES], offline=True,
-                    relay_port=0, submission_port=0, smtps_port=0,
+                    relay_port=0, submission_port=0, smtps_port=0, pop3_port=0, spam_filters="off",
                     analysis="thread")  # fast to start; the process mode is tested through `serve`
     config.update(settings, "test")
     return MaillabApp(config)

@@ -229,3 +229,13 @@ async def test_swaks_mail_shows_up(tmp_path):
         assert await proc.wait() == 0
         listing = app.query_one(MessageList)
         await until(pilot, lambda: listing.count == 1 and listing.source.row(0).listener == "smtps")
+
+
+async def test_the_status_line_names_the_pop3_listener(tmp_path):
+    from support import free_ports
+
+    (port,) = free_ports(1)
+    app = make_app(tmp_path, pop3_port=port)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert f"pop3 :{port}" in plain(app.query_one("#status").render())
