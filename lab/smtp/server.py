@@ -491,7 +491,28 @@ class LabSMTP(SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def smtp_BDAT(self, arg: str | None) -> None:
-        """CHUNKING is not offered, so BDAT is a known verb refused with a clear reply (not "unrecognized")."""
+        """CHUNKING is not offered, so BDAT is a known verb refused with a clear reply (not "unrecognized").
+
+        A client that sends BDAT anyway sends its chunk right behind it: those octets are read and dropped,
+        never taken as commands (a chunk could otherwise smuggle SMTP commands into the session)."""
+        size = (arg or "").split()[0] if (arg or "").split() else ""
+        if size.isdigit() and len(size) <= 12:
+            remaining = int(size)
+            limit = self.data_size_limit or 0
+            if limit and remaining > limit:  # more than DATA would accept: do not read it, end the session
+                self.hang_up(f"421 4.7.0 {self.hostname} Error: BDAT chunk larger than the size limit")
+                return
+            reader = self._reader
+            try:
+                while remaining > 0:
+                    chunk = await reader.read(min(remaining, CHUNK))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+                    self._reset_timeout()
+            except ConnectionError:
+                return
+            self.note("!", f"[{size} octets of a BDAT chunk discarded]")
         await self.push("502 5.5.1 Error: BDAT is not offered (no CHUNKING); use DATA")
 
     # AUTH ----------------------------------------------------------------------------------------

@@ -413,6 +413,19 @@ def test_bdat_is_refused_as_chunking_is_not_offered(lab):
     c.close()
 
 
+def test_a_bdat_chunk_sent_anyway_is_discarded_not_read_as_commands(lab):
+    c = RawClient(lab.port("relay"))
+    c.cmd("EHLO x.example.com")
+    c.cmd("MAIL FROM:<a@example.com>")
+    c.cmd("RCPT TO:<b@example.net>")
+    chunk = b"RSET\r\nMAIL FROM:<evil@example.com>\r\nQUIT\r\n"  # commands hidden in the chunk
+    c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    assert c.reply() == b"502 5.5.1 Error: BDAT is not offered (no CHUNKING); use DATA"
+    assert c.cmd("NOOP") == OK  # the session goes on: none of the chunk's lines was answered
+    assert c.cmd("MAIL FROM:<c@example.com>") == b"503 5.5.1 Error: nested MAIL command"  # the transaction stands
+    c.close()
+
+
 def test_vrfy_expn_and_help_replies(lab):
     c = RawClient(lab.port("relay"))
     c.cmd("EHLO x.example.com")
