@@ -19,7 +19,7 @@ from collections.abc import Callable
 from lab.children import die_with_parent
 from lab.config import Config
 from lab.core.dnsview import DnsView
-from lab.store import Store, sender_key
+from lab.store import Store
 
 log = logging.getLogger("maillab.analysis")
 SAVE_EVERY = 0.01  # seconds of analysis between verdict commits
@@ -45,9 +45,7 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
     `output` ("line" or "json") prints each verdict to stdout here, where it is made, so `serve` costs the
     SMTP process nothing per message.
     """
-    from lab.core.analyse import analyse  # here, not at the top: the lab's SMTP process never analyses
-    from lab.core.message import ParsedMessage
-    from lab.judging import Judge
+    from lab.judging import Judge  # here, not at the top: the lab's SMTP process never analyses
 
     store = Store(config.db_path, durable=False)  # verdicts can be made again; messages are the writer's
     view = view if view is not None else build_lab_view(config, errors=[])
@@ -68,9 +66,7 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
             started = time.monotonic()
             for i, capture in enumerate(batch):
                 try:
-                    message = ParsedMessage(capture.raw)
-                    options = judge.options(capture, message, store)
-                    judged.append((capture, analyse(capture, view, config.hostname, options, message)))
+                    judged.append((capture, judge.judge(capture, view, store)))
                 except Exception:  # never retried in this run: the cursor has passed it
                     log.exception("analysis of message %s failed", capture.id)
                 # verdicts go out every SAVE_EVERY seconds, not once per fetched batch: a verdict must not wait
@@ -83,8 +79,7 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
 
 
 def _publish(store: Store, judged: list, done, output: str | None, output_lock) -> None:
-    store.save_verdicts([(c.id, v) for c, v in judged], {c.id: sender_key(c) for c, _ in judged},
-                        {c.id: c.client.ip for c, _ in judged})
+    store.save_judged(judged)
     if output:
         _print(output, judged, output_lock)
     done([c.id for c, _ in judged])

@@ -294,10 +294,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         client=Client(ip=client_ip, peer_ip=None, source="cli" if config.client_ip else "peer"),
         received_at=datetime.now(UTC),
     )
-    from lab.core.analyse import analyse
     from lab.judging import Judge
 
-    verdict = analyse(capture, _view(config), config.hostname, Judge(config).options(capture, message), message)
+    verdict = Judge(config).judge(capture, _view(config), message=message)
     if args.json:
         print(json.dumps(message_json(capture, verdict), indent=2))
     else:

@@ -212,16 +212,12 @@ class Engine:
         await asyncio.to_thread(self.worker.stop)
 
     def analyse_stored(self, store: Store, capture: Capture) -> Verdict:
-        from lab.core.analyse import analyse
-        from lab.core.message import ParsedMessage
         from lab.judging import Judge
 
         if self._judge is None:
             self._judge = Judge(self.config)
-        message = ParsedMessage(capture.raw)
-        verdict = analyse(capture, self.view, self.config.hostname, self._judge.options(capture, message, store),
-                          message)
-        store.save_verdict(capture.id, verdict, capture)
+        verdict = self._judge.judge(capture, self.view, store)
+        store.save_judged([(capture, verdict)])
         self._analysed([capture.id])
         return verdict
 

@@ -55,6 +55,14 @@ class Judge:
         self.blocklists = blocklist_zones(config.blocklists)
         self._filters: dict[str, int | None] | None = None
 
+    def judge(self, capture: Capture, view, store=None, message: ParsedMessage | None = None):
+        """The Verdict the lab gives `capture`: every adapter (analysis worker, re-check, import, check) judges
+        through here, so they cannot drift apart. `store` supplies the sender history (None: no history)."""
+        from lab.core.analyse import analyse  # here: `serve`'s SMTP process never analyses
+
+        message = message if message is not None else ParsedMessage(capture.raw)
+        return analyse(capture, view, self.config.hostname, self.options(capture, message, store), message)
+
     def options(self, capture: Capture, message: ParsedMessage, store=None) -> Options:
         box = message.from_mailbox
         generated = capture.transport.listener is Listener.LAB  # a bounce or auto-reply the lab wrote

@@ -35,7 +35,7 @@ from lab.config import Config
 from lab.core.message import ParsedMessage
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level, Verdict
-from lab.store import Filter, Store, sender_key
+from lab.store import Filter, Store
 
 log = logging.getLogger("maillab.import")
 
@@ -369,16 +369,10 @@ Judging = Callable[[Store, Capture], Verdict]
 def lab_judging(config: Config, view) -> Judging:
     """Judge a stored capture exactly as the lab's analysis worker does: the same DNS view and the same
     options (provider profile, blocklists, the sender's history in this store, spam filters)."""
-    from lab.core.analyse import analyse
     from lab.judging import Judge
 
     judge = Judge(config)
-
-    def run(store: Store, capture: Capture) -> Verdict:
-        message = ParsedMessage(capture.raw)
-        return analyse(capture, view, config.hostname, judge.options(capture, message, store), message)
-
-    return run
+    return lambda store, capture: judge.judge(capture, view, store)
 
 
 @dataclass
@@ -415,8 +409,7 @@ def import_paths(store: Store, paths: Iterable[str | Path], *, judging: Judging 
                 except Exception:  # noqa: BLE001 - one message must not stop an import; it stays unjudged
                     log.exception("analysis of imported message %s failed", c.id)
             if judged:
-                store.save_verdicts(list(judged.items()), {c.id: sender_key(c) for c in stored if c.id in judged},
-                                    {c.id: c.client.ip for c in stored if c.id in judged})
+                store.save_judged([(c, judged[c.id]) for c in stored if c.id in judged])
         for c in stored:
             report.ids.append(c.id)
             if c.id in judged:

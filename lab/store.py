@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -295,8 +295,15 @@ class Store:
         return self.add_many([(capture, session or [])])[0]
 
     def save_verdict(self, message_id: int, verdict: Verdict, capture: Capture | None = None) -> None:
-        self.save_verdicts([(message_id, verdict)], {message_id: sender_key(capture)} if capture else None,
-                           {message_id: capture.client.ip} if capture else None)
+        if capture is not None:
+            self.save_judged([(replace(capture, id=message_id), verdict)])
+        else:
+            self.save_verdicts([(message_id, verdict)])
+
+    def save_judged(self, judged: list[tuple[Capture, Verdict]]) -> None:
+        """save_verdicts for stored captures: their sender key and client IP go along, for the sender history."""
+        self.save_verdicts([(c.id, v) for c, v in judged], {c.id: sender_key(c) for c, _ in judged},
+                           {c.id: c.client.ip for c, _ in judged})
 
     def save_verdicts(self, items: list[tuple[int, Verdict]], senders: dict[int, str] | None = None,
                       ips: dict[int, str] | None = None) -> None:
