@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support import free_ports, message
-from support.client import client_tls
+from support.client import LineClient, client_tls
 
 from lab.core.model import Capture, Envelope
 from lab.mailboxes import address_key, mailbox, octets, wire
@@ -96,25 +96,12 @@ class Pop3Lab:
         return pop
 
 
-class Raw:
+class Raw(LineClient):
     """A line-level POP3 client for exact bytes and hostile input."""
 
     def __init__(self, port: int):
-        self.sock = socket.create_connection((HOST, port), timeout=10)
-        self.buf = b""
+        super().__init__(port, HOST)
         self.greeting = self.line()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed; buffered {self.buf!r}")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
 
     def cmd(self, text: str | bytes) -> bytes:
         self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
@@ -138,8 +125,6 @@ class Raw:
         except ConnectionResetError:
             return True
 
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

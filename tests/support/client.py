@@ -36,13 +36,12 @@ def send(smtp: smtplib.SMTP, raw: bytes, mail_from: str = "alice@example.com",
     return queued_id(reply)
 
 
-class RawClient:
-    """A line-level SMTP client for exact bytes: pipelining, smuggling, protocol abuse."""
+class LineClient:
+    """A socket read a CRLF line at a time, for exact bytes; the SMTP and POP3 raw clients build on it."""
 
     def __init__(self, port: int, host: str = "127.0.0.1"):
         self.sock = socket.create_connection((host, port), timeout=10)
         self.buf = b""
-        self.greeting = self.reply()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -56,6 +55,17 @@ class RawClient:
         line, _, self.buf = self.buf.partition(b"\r\n")
         return line
 
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawClient(LineClient):
+    """A line-level SMTP client for exact bytes: pipelining, smuggling, protocol abuse."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        super().__init__(port, host)
+        self.greeting = self.reply()
+
     def reply(self) -> bytes:
         """One whole (possibly multi-line) reply."""
         lines = [self.line()]
@@ -67,5 +77,3 @@ class RawClient:
         self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
         return self.reply()
 
-    def close(self) -> None:
-        self.sock.close()
