@@ -46,8 +46,9 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("content", check_content),
 )
 
-# Mail the lab wrote itself (DSNs, auto-replies) was never sent by a client: these families would judge the lab
-LAB_SKIPS = frozenset({"transport", "spf", "client", "blocklist", "retry"})
+# Mail the lab wrote itself (DSNs, auto-replies) was never sent by a client, nor to a provider: these families
+# would judge the lab
+LAB_SKIPS = frozenset({"transport", "spf", "client", "blocklist", "retry", "bulk"})
 
 FAMILIES = ("bulk", "retry", "transport", "client", "blocklist", "spf", "dkim", "dmarc", "arc", "sender", "headers",
             "content")
@@ -64,16 +65,19 @@ def analyse(capture: Capture, dns: DnsView, authserv_id: str = "maillab", option
     generated = capture.transport.listener is Listener.LAB
     if generated:
         results.append(check("transport.generated", Level.INFO, "Written by the lab (a bounce or an auto-reply for "
-                             "the envelope sender): no client sent it, so transport, SPF, client and blocklist "
-                             "checks do not apply"))
+                             "the envelope sender): no client sent it, so transport, SPF, client, blocklist "
+                             "and provider checks do not apply"))
+    skipped = LAB_SKIPS if generated else frozenset()
     for family, fn in CHECKS:
-        if not (generated and family in LAB_SKIPS):
+        if family not in skipped:
             results.extend(_guarded(family, fn, ctx))
-    if options.blocklists is not None and not generated:
+    if options.blocklists is not None and "blocklist" not in skipped:
         results.extend(_guarded("blocklist", lambda c: check_blocklist(c, options.blocklists), ctx))
     results.extend(_guarded("dmarc", lambda c: check_dmarc(c, results), ctx))
     results = _dmarc_override(results)
     profile = options.profile if options.profile is not None and getattr(options.profile, "provider", "") else None
+    if "bulk" in skipped:
+        profile = None
     if profile is not None:
         results.extend(_guarded("bulk", lambda c: check_bulk(c, results, profile), ctx))
     results.extend(external_results(options.external))

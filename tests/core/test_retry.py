@@ -274,3 +274,16 @@ def test_clear_removes_attempts_and_pruning_bounds_them(store):
 
     store.add_flat([flat(attempt(i), []) for i in range(5)], keep=3)
     assert store.count_attempts() == 3
+
+
+def test_a_provider_profile_does_not_judge_the_lab_s_own_bounces(view):
+    """Found trying the lab with --profile gmail: its DSN was "rejected by Gmail" and marked FAIL."""
+    from lab.core.profiles import get_profile
+
+    raw = message(from_="Mail Delivery System <MAILER-DAEMON@maillab.localhost>", to="alice@example.com")
+    lab_mail = Capture(raw, Envelope(mail_from="", rcpt_to=("alice@example.com",), helo="maillab.localhost"),
+                       Transport(Listener.LAB), Client(ip="127.0.0.1", source="lab"))
+    verdict = analyse(lab_mail, view, options=Options(profile=get_profile("gmail")))
+    assert verdict.profile == "none" and not [c for c in verdict.checks if c.family == "bulk"]
+    sent = analyse(capture(raw), view, options=Options(profile=get_profile("gmail")))
+    assert sent.profile == "gmail" and [c for c in sent.checks if c.family == "bulk"]
