@@ -351,20 +351,19 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_list_attempts(config: Config, args: argparse.Namespace) -> int:
     """`list --attempts`: refused attempts grouped by sender and recipient, each group with its retry verdict."""
-    from lab.core.checks.retry import check_retries
     from lab.render import group_json, group_text
+    from lab.retries import judged_groups
 
     store = _open_store(config)
     try:
-        groups = store.attempt_groups(limit=args.limit)
-        judged = [(g, check_retries(g.attempts, g.accepted_at, [g.rcpt] if g.rcpt else ())) for g in groups]
+        judged = judged_groups(store, limit=args.limit)
         if args.json:
-            print(json.dumps([group_json(g, checks) for g, checks in judged], indent=2))
+            print(json.dumps([group_json(j.group, j.checks) for j in judged], indent=2))
             return 0
-        for g, checks in judged:
-            print(group_text(g, checks))
+        for j in judged:
+            print(group_text(j.group, j.checks))
             print()
-        if not groups:
+        if not judged:
             print("no refused attempts recorded", file=sys.stderr)
         return 0
     finally:

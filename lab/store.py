@@ -508,6 +508,23 @@ class Store:
                 lo = mid + 1
         return lo
 
+    def newer_counts(self, times: list[datetime], where: Filter | None = None) -> list[int]:
+        """For each time (newest first), how many listed messages arrived after it: where a refused-attempt
+        group goes in the newest-first list. The ranges between the times are counted once each, so asking
+        about many times costs one pass over the messages newer than the oldest of them."""
+        clause, args = where.sql() if where else ("", [])
+        sql = (f"SELECT count(*) FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id{clause}"
+               f"{' AND ' if clause else ' WHERE '}m.id >= ? AND m.id < ?")
+        upper = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+        out, total = [], 0
+        for t in times:
+            first = min(upper, self._first_id_at(_iso(t + timedelta(microseconds=1))))
+            if first < upper:
+                total += self.db.execute(sql, [*args, first, upper]).fetchone()[0]
+                upper = first
+            out.append(total)
+        return out
+
     # reads ---------------------------------------------------------------------------------------
 
     def count(self, where: Filter | None = None) -> int:

@@ -22,12 +22,14 @@ from lab import samples
 from lab.config import Config, exposed_warning
 from lab.core import mime
 from lab.core.dnsview import ZoneSyntaxError
+from lab.core.model import Attempt
 from lab.engine import Engine, EngineThread
 from lab.reproduce import swaks_command
+from lab.retries import JudgedGroup
 from lab.store import Store, Stored
 from lab.textsafe import visible
 from lab.ui.listsource import ListSource
-from lab.ui.messages import Analysed, SamplesSent
+from lab.ui.messages import Analysed, RulesChanged, SamplesSent
 from lab.ui.screens.modals import ConfirmScreen, HelpScreen
 from lab.ui.widgets.detail_views import BodyView, HeadersView, PartsView, RawView, SessionView
 from lab.ui.widgets.dns_view import DnsView
@@ -66,6 +68,7 @@ class MaillabApp(App):
         self.source: ListSource | None = None
         self._pending: set[int] = set()
         self._shown: Stored | None = None
+        self._shown_group: tuple[JudgedGroup, Attempt | None, list] | None = None
         self._rendered: set[str] = set()
         self._detail_timer = None
         self.start_errors: list[str] = []
@@ -75,8 +78,8 @@ class MaillabApp(App):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         with Vertical(id="list"):
-            yield Input(placeholder="filter: words, verdict:fail, listener:relay, failed:dkim  (Esc clears)",
-                        id="filter")
+            yield Input(placeholder="filter: words, verdict:fail, verdict:refused, listener:relay, failed:dkim  "
+                                    "(Esc clears)", id="filter")
         with Vertical(id="detail"):
             yield Static(id="welcome-holder")
             with TabbedContent(id="tabs", initial="verdict"):
@@ -105,6 +108,9 @@ class MaillabApp(App):
             self.notify(visible(error), title="Listener", severity="error", timeout=15)
         for error in self.engine.dns_errors or []:
             self.notify(visible(error), title="Zone file", severity="error", timeout=15)
+        if self.engine.rules_error:
+            self.notify(visible(self.engine.rules_error), title="Rules file", severity="error", timeout=15)
+        self.engine.subscribe_rules(lambda text, bad: self.post_message(RulesChanged(text, bad)))
         if exposed_warning(self.config.bind):
             self.notify(exposed_warning(self.config.bind), title="Not loopback", severity="warning", timeout=20)
         self.store = Store(self.config.db_path)
@@ -155,10 +161,14 @@ class MaillabApp(App):
             text.append(f"{total}")
             if not self.source.filter.empty:
                 text.append(f" ({shown} match the filter)", style="yellow")
+            refused = self.source.refused_rows
+            if refused:
+                text.append("   refused, not delivered: ", style="bold")
+                text.append(f"{refused}", style="yellow")
         self.query_one("#status", Static).update(text)
 
     def _update_empty(self) -> None:
-        empty = self.store is not None and self.store.count() == 0
+        empty = self.store is not None and self.store.count() == 0 and not (self.source and self.source.refused_rows)
         holder = self.query_one("#welcome-holder", Static)
         tabs = self.query_one("#tabs", TabbedContent)
         if empty and not holder.children and not self.query("#welcome"):
@@ -174,8 +184,12 @@ class MaillabApp(App):
     def on_analysed(self, message: Analysed) -> None:
         self._pending.add(message.message_id)
 
+    def on_rules_changed(self, message: RulesChanged) -> None:
+        self.notify(visible(message.text), title="Rules file", severity="error" if message.bad else "information",
+                    timeout=15 if message.bad else 5)
+
     def _flush_pending(self) -> None:
-        if not self._pending:
+        if not self._pending and (self.source is None or not self.source.attempts_changed()):
             return
         pending, self._pending = self._pending, set()
         if not self.query(MessageList):  # verdicts that arrive while the app is closing
@@ -184,7 +198,7 @@ class MaillabApp(App):
         message_list.reload()
         self._update_status()
         self._update_empty()
-        if message_list.selected_id in pending:
+        if message_list.selected_id in pending or (message_list.selected_id or 0) < 0:
             self.load_detail(message_list.selected_id)
 
     # selection and tabs -----------------------------------------------------------------------------
@@ -201,17 +215,27 @@ class MaillabApp(App):
         self._detail_timer = self.set_timer(0.06, lambda mid=event.message_id: self.load_detail(mid))
 
     @work(thread=True, exclusive=True, group="detail")
-    def load_detail(self, message_id: int) -> None:
+    def load_detail(self, key: int) -> None:
+        """A message by id, or (a negative key) a refused group with its last attempt's bytes and transcript."""
+        judged = self.source.group(key) if key < 0 and self.source is not None else None
         store = Store(self.config.db_path)
         try:
-            stored = store.get(message_id)
+            if judged is not None:
+                last = judged.refusals[-1]
+                found = store.attempt(last.id) if last.id is not None else None
+                shown = (judged, *(found or (None, [])))
+            else:
+                shown = store.get(key) if key > 0 else None
         finally:
             store.close()
-        if stored is not None and self.is_running:
-            self.call_from_thread(self._show, stored)
+        if shown is not None and self.is_running:
+            self.call_from_thread(self._show, shown)
 
-    def _show(self, stored: Stored) -> None:
-        self._shown = stored
+    def _show(self, shown: Stored | tuple) -> None:
+        if isinstance(shown, Stored):
+            self._shown, self._shown_group = shown, None
+        else:
+            self._shown, self._shown_group = None, shown
         self._rendered = set()
         self._render_tab(self.query_one("#tabs", TabbedContent).active or "verdict")
 
@@ -222,8 +246,14 @@ class MaillabApp(App):
     def _render_tab(self, tab: str) -> None:
         """Only the visible tab is built; the others when they are opened."""
         stored = self._shown
-        if stored is None or tab in self._rendered or not self.query(VerdictView):
-            return  # nothing to show, already shown, or the app is closing under a late worker
+        if tab in self._rendered or not self.query(VerdictView):
+            return  # already shown, or the app is closing under a late worker
+        if self._shown_group is not None:
+            self._rendered.add(tab)
+            self._render_group_tab(tab, *self._shown_group)
+            return
+        if stored is None:
+            return
         self._rendered.add(tab)
         raw = stored.capture.raw
         if tab == "verdict":
@@ -240,6 +270,34 @@ class MaillabApp(App):
             self.query_one(SessionView).show(stored.session)
         elif tab == "dns":
             self.query_one(DnsView).show_for(stored.capture.id, raw)
+
+    def _render_group_tab(self, tab: str, judged: JudgedGroup, last: Attempt | None, session: list) -> None:
+        """A refused group: the attempts and retry checks; the last attempt's transcript; its bytes, when it was
+        refused at end-of-data (earlier refusals never received any)."""
+        raw = last.raw if last is not None else b""
+        if tab == "verdict":
+            self.query_one(VerdictView).show_group(judged)
+        elif tab == "session":
+            self.query_one(SessionView).show(session)
+        elif not raw and tab in ("headers", "text", "raw", "dns"):
+            stage = last.stage if last is not None else "?"
+            note = Text(f"No message content: the lab refused this attempt at {stage}, before the message was sent. "
+                        "The Verdict tab lists every attempt; the Session tab shows the last conversation.",
+                        style="yellow")
+            if tab == "dns":
+                self.query_one(DnsView).show_note(note)
+            else:
+                self.query_one({"headers": HeadersView, "text": BodyView, "raw": RawView}[tab]).set(note)
+        elif tab == "parts":
+            self.query_one(PartsView).show(raw)
+        elif tab == "headers":
+            self.query_one(HeadersView).show(raw)
+        elif tab == "text":
+            self.query_one(BodyView).show(raw)
+        elif tab == "raw":
+            self.query_one(RawView).show(raw)
+        elif tab == "dns":
+            self.query_one(DnsView).show_for(judged.key, raw)
 
     def _dns_reloaded(self) -> None:
         """The zone files were read again: DNS reports may be stale, and the open DNS tab is made again."""
@@ -285,7 +343,9 @@ class MaillabApp(App):
     # actions on the selected message ----------------------------------------------------------------
 
     def _selected(self) -> int | None:
-        return self.query_one(MessageList).selected_id
+        """The selected message's id; None on a refused group's row (it has no message to act on)."""
+        key = self.query_one(MessageList).selected_id
+        return key if key is not None and key > 0 else None
 
     def _exports(self) -> Path:
         path = self.config.data_dir / "exports"
@@ -342,6 +402,8 @@ class MaillabApp(App):
         if mid is None or self.store is None:
             return
         self.store.delete(mid)
+        assert self.source is not None
+        self.source.forget_groups()
         self._pending.add(-1)
         self.notify(f"Deleted message {mid}")
         self._flush_pending()
@@ -350,7 +412,7 @@ class MaillabApp(App):
         def done(yes: bool | None) -> None:
             if yes and self.store is not None:
                 n = self.store.clear()
-                self._shown = None
+                self._shown = self._shown_group = None
                 self._pending.add(-1)
                 self._flush_pending()
                 self.notify(f"Deleted {n} messages")

@@ -1,13 +1,24 @@
 """Provides ListSource: the rows of the message list, fetched from the store a page at a time.
 
 The list may hold 100,000 messages; only the pages around what is on screen are ever loaded.
+
+Refused attempts are rows too. Attempts that ended in an accepted message are told on that message's row
+(how many tries it took); a sender and recipient the lab refused and never accepted (a hard bounce, a
+greylisting the sender has not retried yet) is a row of its own, placed by time among the messages. Those
+rows are few, so their places are worked out once per change, and a list index maps to a message index by
+subtracting the group rows above it.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
+from lab.retries import JudgedGroup, judged_groups
 from lab.store import Filter, Store, Summary
 
 PAGE = 200
+MAX_GROUP_ROWS = 500  # refused sender/recipient pairs listed; `maillab list --attempts` has them all
+REFUSED = "refused"  # `verdict:refused` lists only what the lab refused and never accepted
 
 
 class ListSource:
@@ -16,23 +27,101 @@ class ListSource:
         self.filter = Filter()
         self._pages: dict[int, list[Summary]] = {}
         self._count: int | None = None
+        self._groups: list[JudgedGroup] = []  # not delivered, newest first
+        self._slots: list[int] = []  # the list index of each of them
+        self._ended: dict[int, JudgedGroup] = {}  # message id -> the refusals it came after
+        self._by_key: dict[int, JudgedGroup] = {}
+        self._attempts_seen: tuple | None = None
 
     def invalidate(self) -> None:
         self._pages.clear()
         self._count = None
+        self._refresh_groups()
 
     def set_filter(self, query: str) -> None:
         self.filter = Filter.parse(query)
+        self._attempts_seen = None
         self.invalidate()
+
+    # attempt groups -------------------------------------------------------------------------------
+
+    def attempts_changed(self) -> bool:
+        """Whether an attempt was recorded or a message arrived that may end a group since the last look."""
+        return self._mark() != self._attempts_seen
+
+    def _mark(self) -> tuple:
+        newest_attempt = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
+        if newest_attempt is None:
+            return (0, 0)
+        return newest_attempt, self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0]
+
+    def _refresh_groups(self) -> None:
+        mark = self._mark()
+        if mark != self._attempts_seen:
+            self._attempts_seen = mark
+            judged = judged_groups(self.store) if mark != (0, 0) else []
+            self._ended = {j.group.message: j for j in judged if j.group.message is not None}
+            pending = [j for j in judged if j.group.message is None and j.refusals and self._matches(j)]
+            pending = pending[:MAX_GROUP_ROWS]
+            self._groups = sorted(pending, key=lambda j: j.group.last, reverse=True)
+            self._by_key = {j.key: j for j in judged}
+        if not self._groups:
+            self._slots = []
+            return
+        counts = ([0] * len(self._groups) if self._messages_hidden() else
+                  self.store.newer_counts([j.group.last for j in self._groups], self.filter))
+        self._slots = [n + k for k, n in enumerate(counts)]
+
+    def _messages_hidden(self) -> bool:
+        return self.filter.level == REFUSED
+
+    def _matches(self, j: JudgedGroup) -> bool:
+        f = self.filter
+        if f.level not in (None, REFUSED) or f.family not in (None, "retry"):
+            return False
+        if f.family == "retry" and all(c.level.value in ("pass", "info") for c in j.checks):
+            return False
+        if f.listener and all(a.listener.value != f.listener for a in j.group.attempts):
+            return False
+        if f.text:
+            hay = " ".join([j.group.mail_from or "", j.group.rcpt or "", *(a.reply for a in j.group.attempts)])
+            return f.text.lower() in hay.lower()
+        return True
+
+    @property
+    def refused_rows(self) -> int:
+        """Refused senders and recipients listed that were never accepted."""
+        return len(self._groups)
+
+    def forget_groups(self) -> None:
+        """Messages were deleted: a group they ended is pending again, so look at every group afresh."""
+        self._attempts_seen = None
+
+    def group(self, key: int) -> JudgedGroup | None:
+        """A group row by its key (a negative number; see JudgedGroup.key)."""
+        return self._by_key.get(key)
+
+    def tries(self, message_id: int) -> JudgedGroup | None:
+        """The refusals a message was accepted after, if any."""
+        return self._ended.get(message_id)
+
+    # rows -----------------------------------------------------------------------------------------
 
     def count(self) -> int:
         if self._count is None:
-            self._count = self.store.count(self.filter)
+            messages = 0 if self._messages_hidden() else self.store.count(self.filter)
+            self._count = messages + len(self._groups)
         return self._count
 
-    def row(self, index: int) -> Summary | None:
+    def row(self, index: int) -> Summary | JudgedGroup | None:
         if index < 0 or index >= self.count():
             return None
+        k = bisect_left(self._slots, index)
+        if k < len(self._slots) and self._slots[k] == index:
+            return self._groups[k]
+        return self._message(index - k)
+
+    def _message(self, index: int) -> Summary | None:
         page = index // PAGE
         rows = self._pages.get(page)
         if rows is None:
@@ -51,5 +140,21 @@ class ListSource:
             return self.store.summaries(limit=PAGE, where=self.filter, above_id=after[0].id)
         return self.store.summaries(limit=PAGE, offset=page * PAGE, where=self.filter)
 
-    def index_of(self, message_id: int) -> int | None:
-        return self.store.position(message_id, self.filter)
+    def index_of(self, key: int) -> int | None:
+        """Where a message (by id) or a group row (by its negative key) is listed, or None."""
+        if key < 0:
+            for k, j in enumerate(self._groups):
+                if j.key == key:
+                    return self._slots[k]
+            return None
+        if self._messages_hidden():
+            return None
+        position = self.store.position(key, self.filter)
+        if position is None:
+            return None
+        # the message's index among messages, shifted by the group rows listed above it
+        k = 0
+        while k < len(self._slots) and self._slots[k] - k <= position:
+            k += 1
+        return position + k
+

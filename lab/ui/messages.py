@@ -17,3 +17,12 @@ class SamplesSent(Message):
     def __init__(self, lines: list[str]) -> None:
         super().__init__()
         self.lines = lines
+
+
+class RulesChanged(Message):
+    """The rules file was reloaded, or an edit could not be loaded (`bad`: the old rules stay in use)."""
+
+    def __init__(self, text: str, bad: bool) -> None:
+        super().__init__()
+        self.text = text
+        self.bad = bad

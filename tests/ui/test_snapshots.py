@@ -13,7 +13,7 @@ reject it, Yahoo sends it to spam, Gmail delivers it, and without a profile the 
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from lab.config import Config
 from lab.core.analyse import analyse
 from lab.core.context import Options
 from lab.core.dnsview import LayeredView
-from lab.core.model import Capture, Client, Envelope, Listener, Transport
+from lab.core.model import Attempt, Capture, Client, Envelope, Listener, Transport
 from lab.core.profiles import get_profile
 from lab.resolver import load_zones
 from lab.store import Store
@@ -80,6 +80,28 @@ def _fill_newsletter(data_dir: Path, profile: str) -> None:
     mid = store.add(capture, [[0.0, "<", "220 maillab.localhost maillab ESMTP"]])
     store.save_verdict(mid, analyse(capture, view, authserv_id="maillab.localhost",
                                     options=Options(profile=get_profile(profile))))
+    store.close()
+
+
+def _fill_attempts(data_dir: Path) -> None:
+    """The three messages, the first after two greylisted tries, then a hard bounce tried twice (wrongly)."""
+    store = Store(data_dir / "maillab.db")
+    for n, seconds in enumerate((-300, -60)):
+        store.add_attempt(Attempt(at=RECEIVED - timedelta(seconds=-seconds), stage="rcpt", listener=Listener.SUBMISSION,
+                                  reply="451 4.7.1 <bob@example.net>: Recipient address rejected: Greylisted",
+                                  mail_from="orders@example.com", rcpt="bob@example.net", txn=f"g{n}",
+                                  rule="rule #3 'greylist@: greylisting' (built-in)"))
+    store.close()
+    _fill(data_dir)
+    store = Store(data_dir / "maillab.db")
+    welcome = store.get(1).capture  # judged again with its retry history, as the lab judges mail
+    store.save_verdict(1, analyse(welcome, LayeredView(load_zones(ZONES)), authserv_id="maillab.localhost",
+                                  options=Options(attempts=store.attempt_group(welcome))))
+    for n, seconds in enumerate((30, 30.4)):
+        store.add_attempt(Attempt(at=RECEIVED + timedelta(seconds=seconds), stage="rcpt",
+                                  reply="550 5.1.1 <bounce-hard@example.net>: Recipient address rejected: User unknown",
+                                  mail_from="orders@example.com", rcpt="bounce-hard@example.net", txn=f"b{n}",
+                                  rule="rule #2 'bounce-hard@: unknown user' (built-in)"))
     store.close()
 
 
@@ -145,3 +167,18 @@ def test_dns_tab(snap_compare, tmp_path, size):
 
     app = _app(tmp_path, lambda data: _fill_newsletter(data, "gmail-bulk"))
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize(("keys", "size"), [
+    pytest.param([], SIZE, id="group"),
+    pytest.param([], NARROW, id="group-80x24"),
+    pytest.param(["G"], SIZE, id="accepted-after-tries"),
+])
+def test_refused_attempts(snap_compare, tmp_path, keys, size):
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _settle(pilot)
+
+    assert snap_compare(_app(tmp_path, _fill_attempts), terminal_size=size, run_before=run_before)

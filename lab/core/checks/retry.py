@@ -159,7 +159,7 @@ def _temporary(tries: list[_Try], t0: datetime) -> list[CheckResult]:
                       result="no-backoff", ref=REF_TEMPORARY, fix=fix_backoff, **ev)]
     return [check("retry.after_temporary", Level.PASS,
                   f"Retried after a temporary failure ({what}), {len(gaps)} time{'s' if len(gaps) > 1 else ''}, "
-                  f"waiting {gaps[0]:.1f} s{' and longer' if len(gaps) > 1 else ''}; {outcome}",
+                  f"waiting {', '.join(f'{g:.1f}' for g in gaps[:4])}{', …' if len(gaps) > 4 else ''} s; {outcome}",
                   result="retried", ref=REF_TEMPORARY, **ev)]
 
 

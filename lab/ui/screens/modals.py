@@ -20,7 +20,7 @@ It never delivers anything.
 | `j` `k` `↓` `↑` `g` `G` | move through the messages |
 | `tab` / `shift+tab` | move between the list and the tabs |
 | `1`–`7` | Verdict, Headers, Text, Parts, Raw, Session, DNS |
-| `/` | filter: words, `verdict:fail`, `listener:relay`, `failed:dkim` (Esc clears) |
+| `/` | filter: words, `verdict:fail`, `verdict:refused`, `listener:relay`, `failed:dkim` (Esc clears) |
 | `r` / `R` | re-read the zone files and judge the selected / every message again (and look up DNS again) |
 | `e` | export the selected message as .eml |
 | `s` | save the attachment selected in Parts |
@@ -35,6 +35,8 @@ It never delivers anything.
 - **· info**: worth knowing, harmless.
 - **! warn**: works, but receivers trust it less, or a provider may refuse it.
 - **✗ FAIL**: a receiver would reject it, spam-folder it, or distrust it.
+- **⊘ 550**, **⊘ 451**: a row the lab refused (the last reply code) and never accepted; **↻2** on a message:
+  it was accepted after 2 refused tries. Their Verdict tab lists the attempts and judges the retries.
 
 The **Verdict** tab starts with what a receiver would do (for the provider profile chosen with
 `--profile`: rejected, deferred, sent to spam or delivered), the score out of 10 with the findings that

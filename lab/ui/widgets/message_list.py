@@ -6,6 +6,8 @@ Textual's DataTable took about 20 s to first paint 100,000 rows; this list rende
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -15,9 +17,15 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from lab.retries import JudgedGroup
 from lab.store import Summary
 from lab.ui.format import STYLE, SYMBOL, WORD, one_line
 from lab.ui.listsource import ListSource
+
+
+def key_of(row: Summary | JudgedGroup) -> int:
+    """What the list selects by: a message's id, or a refused group's (negative) key."""
+    return row.id if isinstance(row, Summary) else row.key
 
 
 def columns(width: int) -> list[tuple[str, int]]:
@@ -46,7 +54,7 @@ class MessageList(ScrollView, can_focus=True):
     cursor: reactive[int] = reactive(0, always_update=True)
 
     class Highlighted(Message):
-        """The cursor moved onto a message (None when the list is empty)."""
+        """The cursor moved onto a message, or a refused group when negative (None when the list is empty)."""
 
         def __init__(self, message_id: int | None) -> None:
             super().__init__()
@@ -78,7 +86,7 @@ class MessageList(ScrollView, can_focus=True):
 
     def _row_id(self, index: int) -> int | None:
         row = self.source.row(index)
-        return row.id if row else None
+        return key_of(row) if row else None
 
     @property
     def count(self) -> int:
@@ -136,6 +144,8 @@ class MessageList(ScrollView, can_focus=True):
         if row is None:
             return Strip.blank(width)
         selected = index == self.cursor
+        if isinstance(row, JudgedGroup):
+            return self._group_row(row, width, selected)
         return self._row(row, width, selected)
 
     def _header(self, width: int) -> Strip:
@@ -155,8 +165,36 @@ class MessageList(ScrollView, can_focus=True):
             "to": (row.to_header or ", ".join(row.rcpt_to), Style()),
         }
         cells = [(one_line(values[name][0], w).ljust(w + 1), values[name][1]) for name, w in columns(width)]
+        tries = self.source.tries(row.id)
+        if tries is not None:  # accepted after refusals: how many it took
+            cells.append((f"↻{tries.tries} ", Style(bold=True, color="yellow")))
         used = sum(len(text) for text, _ in cells)
         cells.append((one_line(row.subject or "(no subject)", max(0, width - used)), Style(bold=True)))
+        return self._strip(cells, width, selected)
+
+    def _group_row(self, judged: JudgedGroup, width: int, selected: bool) -> Strip:
+        """A sender and recipient refused and not (yet) delivered: the last reply code, who, and what it was told."""
+        group = judged.group
+        last = judged.refusals[-1]
+        code = last.code
+        colour = "red" if (code or 0) >= 500 else "yellow"
+        values = {
+            "": (f"⊘ {code or '---'}", Style(bold=True, color=colour)),
+            "time": (last.at.astimezone(UTC).strftime("%H:%M:%S"), Style(dim=True)),
+            "listener": (last.listener.value, Style()),
+            "from": (f"<{group.mail_from}>" if group.mail_from is not None else f"client {group.client_ip}", Style()),
+            "to": (group.rcpt or "", Style()),
+        }
+        cells = [(one_line(values[name][0], w).ljust(w + 1), values[name][1]) for name, w in columns(width)]
+        if width < 120 and group.rcpt:  # no To column: the recipient leads the description
+            cells.append((one_line(f"→ {group.rcpt} "), Style()))
+        used = sum(len(text) for text, _ in cells)
+        n = judged.tries
+        text = f"refused {n}×, not delivered: {judged.last_reply or 'closed without a reply'}"
+        cells.append((one_line(text, max(0, width - used)), Style(italic=True, color=colour)))
+        return self._strip(cells, width, selected)
+
+    def _strip(self, cells: list[tuple[str, Style]], width: int, selected: bool) -> Strip:
         segments = []
         base = Style(reverse=True) if selected and self.has_focus else (Style(bgcolor="grey23") if selected else None)
         for text, style in cells:

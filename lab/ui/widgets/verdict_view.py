@@ -9,6 +9,7 @@ instead of the evidence every other pane lists. Everything shown is read from th
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 from rich.console import Group
 from rich.padding import Padding
@@ -17,9 +18,11 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from lab.core.model import DSN_STAGE
 from lab.core.profiles import PROFILES
 from lab.core.results import CheckResult, Level, Verdict
 from lab.render import FAMILY_ORDER
+from lab.retries import JudgedGroup
 from lab.textsafe import visible
 from lab.ui.format import STYLE, SYMBOL
 
@@ -161,6 +164,56 @@ def check_text(checks) -> Table:
     return grid
 
 
+def group_head(judged: JudgedGroup) -> Group:
+    """A sender and recipient the lab refused and never accepted: who, how often, what it was told last, then
+    every attempt with the time since the first (the sender's back-off, readable at a glance)."""
+    group = judged.group
+    codes = [a.code for a in judged.refusals if a.code]
+    colour = "red" if any(c >= 500 for c in codes) else "yellow"
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(no_wrap=True, width=LABEL_WIDTH)
+    grid.add_column(ratio=1)
+    who = (f"MAIL FROM:<{group.mail_from}> → {group.rcpt or '(refused before RCPT)'}" if group.mail_from is not None
+           else f"client {group.client_ip} (refused before MAIL)")
+    tries = judged.tries
+    line = Text(visible(who), style="bold")
+    line.append(f"\n{tries} {'try' if tries == 1 else 'tries'} refused, not delivered", style=f"bold {colour}")
+    if judged.last_reply:
+        line.append(": last told ")
+        line.append(visible(judged.last_reply), style=colour)
+    grid.add_row(Text(" REFUSED ", style=f"bold reverse {colour}"), line)
+    timeline = Table(box=None, padding=(0, 1), show_edge=False, expand=True, header_style="dim")
+    for name, kw in (("time", {"no_wrap": True}), ("after", {"no_wrap": True, "justify": "right"}),
+                     ("stage", {"no_wrap": True}), ("reply", {"ratio": 1}), ("rule", {"ratio": 1, "style": "dim"})):
+        timeline.add_column(name, **kw)
+    first = group.attempts[0].at
+    for a in group.attempts:
+        if a.stage == DSN_STAGE:
+            reply = Text(f"bounce sent (DSN #{a.dsn}): {visible(a.reply)}", style="magenta")
+        else:
+            reply = Text(visible(a.reply or "closed without a reply"),
+                         style="red" if (a.code or 0) >= 500 else "yellow")
+            if a.delay:
+                reply.append(f" after {a.delay:g} s", style="dim")
+            if a.disconnect and a.reply:
+                reply.append(", then disconnected", style="dim")
+        timeline.add_row(a.at.astimezone(UTC).strftime("%H:%M:%S"), _elapsed((a.at - first).total_seconds()),
+                         a.stage, reply, visible(a.rule))
+    return Group(grid, Text(""), timeline)
+
+
+def _elapsed(seconds: float) -> str:
+    """`+0s`, `+0.4s`, `+45s`, `+5m02s`, `+2h05m`: how long after the first attempt."""
+    if seconds < 10:
+        return f"+{seconds:.1f}s" if seconds else "+0s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"+{s}s"
+    if s < 3600:
+        return f"+{s // 60}m{s % 60:02d}s"
+    return f"+{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class BulkRules:
     """Provider rules, one row each: the rule, what the provider does when it fails (gate and reply), the
     summary, and the fix when it is not met; the evidence stays in `maillab show ID --json`.
@@ -276,4 +329,19 @@ class VerdictView(VerticalScroll):
             pane.border_title = f"{SYMBOL[level]} {title}" + (f"  (-{lost:g})" if lost else "")
         authres.display = True
         authres.update(Text("Authentication-Results: " + visible(verdict.authentication_results)))
+        self.scroll_home(animate=False)
+
+    def show_group(self, judged: JudgedGroup) -> None:
+        """Refused attempts that no message ended: the attempts, then the retry checks in their own pane."""
+        self.query_one(".disposition", Static).update(group_head(judged))
+        for family in (*FAMILY_ORDER, "other"):
+            pane = self.query_one(f".family-{family}", Static)
+            pane.display = family == "retry" and bool(judged.checks)
+            if pane.display:
+                level = judged.level
+                pane.update(check_text(judged.checks))
+                for lv in ("pass", "warn", "fail"):
+                    pane.set_class(level.value == lv, f"level-{lv}")
+                pane.border_title = f"{SYMBOL[level]} {TITLES['retry']}"
+        self.query_one(".authres", Static).display = False
         self.scroll_home(animate=False)
