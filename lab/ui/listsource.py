@@ -11,6 +11,7 @@ subtracting the group rows above it.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 
 from lab.retries import JudgedGroup, judged_groups
@@ -19,6 +20,8 @@ from lab.store import Filter, Store, Summary
 PAGE = 200
 MAX_GROUP_ROWS = 500  # refused sender/recipient pairs listed; `maillab list --attempts` has them all
 REFUSED = "refused"  # `verdict:refused` lists only what the lab refused and never accepted
+REJUDGE_EVERY = 1.0  # seconds between re-reading the groups because mail arrived (new attempts: at once)
+_UNSEEN = object()
 
 
 class ListSource:
@@ -31,7 +34,12 @@ class ListSource:
         self._slots: list[int] = []  # the list index of each of them
         self._ended: dict[int, JudgedGroup] = {}  # message id -> the refusals it came after
         self._by_key: dict[int, JudgedGroup] = {}
-        self._attempts_seen: tuple | None = None
+        self._judged: list[JudgedGroup] = []
+        self._judged_at = 0.0
+        self.rejudge_every = REJUDGE_EVERY
+        self._seen_attempt: object = _UNSEEN
+        self._seen_message: int | None = None
+        self._filtered_for: Filter | None = None
 
     def invalidate(self) -> None:
         self._pages.clear()
@@ -40,31 +48,35 @@ class ListSource:
 
     def set_filter(self, query: str) -> None:
         self.filter = Filter.parse(query)
-        self._attempts_seen = None
         self.invalidate()
 
     # attempt groups -------------------------------------------------------------------------------
 
     def attempts_changed(self) -> bool:
-        """Whether an attempt was recorded or a message arrived that may end a group since the last look."""
-        return self._mark() != self._attempts_seen
-
-    def _mark(self) -> tuple:
-        newest_attempt = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
-        if newest_attempt is None:
-            return (0, 0)
-        return newest_attempt, self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0]
+        """Whether groups must be judged again: an attempt was recorded (or all were cleared), or new mail may
+        have ended a group not yet delivered. The latter at most once a second: under a load of mail the list
+        must not re-read the attempts on every repaint."""
+        newest = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
+        if newest != self._seen_attempt or self._seen_attempt is _UNSEEN:
+            return True
+        if not any(j.group.message is None for j in self._judged):
+            return False
+        arrived = self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0] != self._seen_message
+        return arrived and time.monotonic() - self._judged_at >= self.rejudge_every
 
     def _refresh_groups(self) -> None:
-        mark = self._mark()
-        if mark != self._attempts_seen:
-            self._attempts_seen = mark
-            judged = judged_groups(self.store) if mark != (0, 0) else []
-            self._ended = {j.group.message: j for j in judged if j.group.message is not None}
-            pending = [j for j in judged if j.group.message is None and j.refusals and self._matches(j)]
-            pending = pending[:MAX_GROUP_ROWS]
-            self._groups = sorted(pending, key=lambda j: j.group.last, reverse=True)
-            self._by_key = {j.key: j for j in judged}
+        if self.attempts_changed():
+            self._seen_attempt = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
+            self._seen_message = self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0]
+            self._judged = judged_groups(self.store) if self._seen_attempt is not None else []
+            self._judged_at = time.monotonic()
+            self._ended = {j.group.message: j for j in self._judged if j.group.message is not None}
+            self._by_key = {j.key: j for j in self._judged}
+            self._filtered_for = None
+        if self._filtered_for != self.filter:
+            self._filtered_for = self.filter
+            pending = [j for j in self._judged if j.group.message is None and j.refusals and self._matches(j)]
+            self._groups = sorted(pending, key=lambda j: j.group.last, reverse=True)[:MAX_GROUP_ROWS]
         if not self._groups:
             self._slots = []
             return
@@ -95,7 +107,7 @@ class ListSource:
 
     def forget_groups(self) -> None:
         """Messages were deleted: a group they ended is pending again, so look at every group afresh."""
-        self._attempts_seen = None
+        self._seen_attempt = _UNSEEN
 
     def group(self, key: int) -> JudgedGroup | None:
         """A group row by its key (a negative number; see JudgedGroup.key)."""
