@@ -26,12 +26,44 @@ from lab.render import message_json, verdict_text
 from lab.store import Store
 
 
+class _Suppressing:
+    """An argument group whose arguments default to SUPPRESS: absent, they leave the namespace alone."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def add_argument(self, *args, **kwargs):
+        kwargs["default"] = argparse.SUPPRESS
+        if kwargs.get("action") == "append":  # kept apart, then added to what came before the subcommand
+            kwargs["dest"] = f"{kwargs.get('dest') or args[0].lstrip('-').replace('-', '_')}{_MORE}"
+        return self.group.add_argument(*args, **kwargs)
+
+
+_MORE = "_after_command"
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: `--zone A check --zone B` means both zones."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        for name in [n for n in vars(parsed) if n.endswith(_MORE)]:
+            base = name.removesuffix(_MORE)
+            setattr(parsed, base, [*(getattr(parsed, base, None) or []), *getattr(parsed, name)])
+            delattr(parsed, name)
+        return parsed, rest
+
+
 class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit 2."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("common options")
+    if p.prog != "maillab":
+        # A subcommand's defaults would overwrite what was given before the subcommand (`maillab --zone F
+        # check`): its copies of the common options set nothing unless given.
+        g = _Suppressing(g)
     g.add_argument("--config", type=Path, help="TOML config file (default: XDG config dir/maillab/config.toml)")
     g.add_argument("--data-dir", type=Path, help="where the store and TLS certificate live")
     g.add_argument("--zone", dest="zones", action="append", metavar="FILE",
@@ -56,11 +88,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maillab", description="A terminal email testing lab: captures test mail "
+    p = _Parser(prog="maillab", description="A terminal email testing lab: captures test mail "
                                 "and judges it as a receiving filter would. Never delivers anything.")
     p.add_argument("--version", action="version", version=f"maillab {__version__}")
     _common(p)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
 
     s = sub.add_parser("serve", help="run the three listeners without a UI; one line per message")
     _common(s)

@@ -41,3 +41,15 @@ def test_bad_config_files_are_usage_errors(tmp_path, text):
 
 def test_missing_config_file_is_fine(tmp_path):
     assert load(Path(tmp_path / "absent.toml")).relay_port == 2525
+
+
+def test_common_options_before_the_command_are_kept_and_repeated_ones_add_up(tmp_path):
+    """`maillab --zone A --offline check --zone B FILE`: a subcommand's defaults used to erase A and --offline."""
+    args = parser().parse_args(["--zone", "a.zone", "--offline", "--relay-port", "3000", "check", "--zone", "b.zone",
+                                "--client-ip", "192.0.2.9", "x.eml"])
+    c = config_from(args)
+    assert c.zones == ["a.zone", "b.zone"] and c.offline and c.relay_port == 3000 and c.client_ip == "192.0.2.9"
+    c = config_from(parser().parse_args(["--zone", "a.zone", "list"]))
+    assert c.zones == ["a.zone"]
+    c = config_from(parser().parse_args(["list", "--profile", "gmail"]))
+    assert c.profile == "gmail"
