@@ -27,10 +27,11 @@ class Header:
     name: str
     raw: str  # unfolded, bytes decoded as UTF-8 with undecodable bytes escaped
     value: str  # RFC 2047 decoded, for humans
+    key: str = ""  # the name in lower case, what lookups compare (made once: checks ask hundreds of times)
 
-    @property
-    def key(self) -> str:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +70,25 @@ class ParsedMessage:
                 self.problems.append(f"header line is not 'Name: value': {shown!r}")
                 continue
             raw = _FOLD.sub(b"", value).strip(b" \t\r\n").decode("utf-8", "surrogateescape")
-            yield Header(name.decode("ascii"), raw, decode_words(raw))
+            text = name.decode("ascii")
+            yield Header(text, raw, decode_words(raw), text.lower())
+
+    @cached_property
+    def _by_key(self) -> dict[str, list[Header]]:
+        index: dict[str, list[Header]] = {}
+        for h in self.headers:
+            index.setdefault(h.key, []).append(h)
+        return index
 
     def get_all(self, name: str) -> list[Header]:
-        key = name.lower()
-        return [h for h in self.headers if h.key == key]
+        return list(self._by_key.get(name.lower(), ()))
 
     def first(self, name: str) -> str | None:
-        for h in self.headers:
-            if h.key == name.lower():
-                return h.value
-        return None
+        found = self._by_key.get(name.lower())
+        return found[0].value if found else None
 
     def count(self, name: str) -> int:
-        return len(self.get_all(name))
+        return len(self._by_key.get(name.lower(), ()))
 
     @cached_property
     def from_mailboxes(self) -> list[Mailbox]:

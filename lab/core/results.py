@@ -104,16 +104,24 @@ def check(
 
     A failing or warning result also carries its rule as `evidence["rfc"]`, so users can look it up.
     """
-    ev = {k.replace("_", "-"): _text(v) for k, v in evidence.items() if v not in (None, "", (), [])}
+    ev = {}
+    for k, v in evidence.items():  # a plain loop: ~30 results a message, each with several items
+        if v is None:
+            continue
+        cls = v.__class__
+        if cls is str:
+            if not v:
+                continue
+        elif cls is list or cls is tuple:
+            if not v:
+                continue
+            v = ", ".join(str(x) for x in v)
+        else:
+            v = str(v)
+        ev[k.replace("_", "-") if "_" in k else k] = v
     if ref and level in (Level.FAIL, Level.WARN) and ref.startswith("RFC"):
         ev.setdefault("rfc", ref)
     return CheckResult(id, level, summary, result, MappingProxyType(ev), fix, ref, points)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

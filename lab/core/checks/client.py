@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lab.core.checks.dmarc import org_domain
 from lab.core.context import Context
@@ -417,7 +418,10 @@ def _ascii_name(text: str) -> str | None:
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1024)
 def _ip(text: str | None):
+    """The address in `text` (IPv4-mapped IPv6 as IPv4), or None; cached, as a message asks about a handful
+    of addresses a dozen times (the objects are immutable)."""
     try:
         addr = ipaddress.ip_address((text or "").strip().partition("%")[0])  # a zone index (fe80::1%eth0) is local
     except ValueError:

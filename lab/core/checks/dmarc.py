@@ -22,7 +22,10 @@ _DMARC_V = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.6.3: other reco
 
 @cache
 def _psl() -> PublicSuffixList:
-    return PublicSuffixList()
+    """The bundled list, its rules kept as written (Unicode): building the punycode twin of all ~10,000
+    rules took 0.2 s, the largest part of a cold `maillab check`. A name with xn-- labels is looked up in
+    Unicode instead (_org_with)."""
+    return PublicSuffixList(accept_encoded_idn=False)
 
 
 def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
@@ -39,7 +42,17 @@ def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
 @lru_cache(maxsize=4096)
 def _bundled_org_domain(domain: str) -> str:
     """Cached: a message asks for the same few domains many times, and the list does not change."""
-    return _org_with(_psl(), domain)
+    domain = domain.rstrip(".").lower()
+    if "xn--" not in domain:
+        return _org_with(_psl(), domain)
+    labels = domain.split(".")
+    try:
+        shown = ".".join(label.encode("ascii").decode("idna") if label.startswith("xn--") else label
+                         for label in labels)
+    except UnicodeError:  # not valid punycode: looked up as it is
+        return _org_with(_psl(), domain)
+    found = _org_with(_psl(), shown)
+    return ".".join(labels[-(found.count(".") + 1):])  # the same labels, as the message wrote them
 
 
 def _org_with(psl: PublicSuffixList, domain: str) -> str:

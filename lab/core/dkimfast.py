@@ -1,0 +1,111 @@
+"""Provides install(): faster drop-ins for the dkimpy helpers that showed in the profile of a verification.
+
+Profiled on the 12 KB message of bench/analysis.py (an RSA-2048 and an ed25519 signature, dkimpy 1.1.8),
+DKIM took 2.0 ms of the message's 4.4 ms, and little of it was cryptography:
+- `crypto.int2str` / `crypto.str2int` turn 2048-bit integers into bytes and back one byte per loop turn;
+  `int.to_bytes` / `int.from_bytes` do the same in C (0.34 ms a message);
+- the relaxed canonicalization calls `re.sub` with a pattern given as bytes for every header field and
+  every signature, paying re's cache lookup each time: the same patterns, compiled once;
+- the RSA public key's ASN.1 is parsed in pure Python for every message: parsed once per key (a receiver
+  caches keys, too) and handed out as a copy.
+
+Each replacement returns what the original returns (tests compare them on random input), and install()
+first compares them with the dkimpy it finds on a few values: if a dkimpy release changed what one of them
+means, that one is left as dkimpy has it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import dkim
+import dkim.canonicalization
+import dkim.crypto
+
+_ORIGINAL = {
+    "int2str": dkim.crypto.int2str,
+    "str2int": dkim.crypto.str2int,
+    "parse_public_key": dkim.crypto.parse_public_key,
+    "strip_trailing_whitespace": dkim.canonicalization.strip_trailing_whitespace,
+    "compress_whitespace": dkim.canonicalization.compress_whitespace,
+    "unfold_header_value": dkim.canonicalization.unfold_header_value,
+}
+
+_TRAILING_WSP = re.compile(b"[\t ]+\r\n")
+_WSP = re.compile(b"[\t ]+")
+_LINE_BREAK = re.compile(b"\r?\n")
+
+
+def int2str(n: int, length: int = -1) -> bytearray:
+    """Big-endian bytes of n: as few as hold it (at least one), or its low `length` bytes (dkimpy's loop
+    stops there, so a longer n is cut, not refused)."""
+    assert n >= 0
+    if length < 0:
+        return bytearray(n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big"))
+    return bytearray((n & ((1 << (8 * length)) - 1)).to_bytes(length, "big"))
+
+
+def str2int(s: bytes | bytearray) -> int:
+    return int.from_bytes(s, "big")
+
+
+@lru_cache(maxsize=256)
+def _parsed_key(data: bytes) -> dict:
+    return _ORIGINAL["parse_public_key"](data)
+
+
+def parse_public_key(data: bytes) -> dict:
+    return dict(_parsed_key(bytes(data)))
+
+
+def strip_trailing_whitespace(content: bytes) -> bytes:
+    return _TRAILING_WSP.sub(b"\r\n", content)
+
+
+def compress_whitespace(content: bytes) -> bytes:
+    return _WSP.sub(b" ", content)
+
+
+def unfold_header_value(content: bytes) -> bytes:
+    return _LINE_BREAK.sub(b"", content)
+
+
+_SAMPLE_INT = (1 << 2047) + 0x1234567890ABCDEF
+_SAMPLE_HEADER = b" value  with\t spaces \r\n\tfolded\tagain \r\n"
+
+
+def _agrees(name: str) -> bool:
+    """Whether dkimpy's own `name` still does what its replacement does, on a few values."""
+    old, new = _ORIGINAL[name], globals()[name]
+    try:
+        if name == "int2str":
+            return all(old(n, k) == new(n, k) for n, k in ((_SAMPLE_INT, 256), (_SAMPLE_INT, -1), (0, -1), (255, 4)))
+        if name == "str2int":
+            return all(old(b) == new(b) for b in (b"", b"\x00\x01", int2str(_SAMPLE_INT)))
+        return old(_SAMPLE_HEADER) == new(_SAMPLE_HEADER)
+    except Exception:  # noqa: BLE001 - a changed signature: keep dkimpy's
+        return False
+
+
+def install() -> list[str]:
+    """Put in place the replacements that agree with this dkimpy; returns their names."""
+    installed = []
+    for name in ("int2str", "str2int"):
+        if _agrees(name):
+            setattr(dkim.crypto, name, globals()[name])
+            installed.append(name)
+    for name in ("strip_trailing_whitespace", "compress_whitespace", "unfold_header_value"):
+        if _agrees(name):
+            setattr(dkim.canonicalization, name, globals()[name])
+            installed.append(name)
+    if getattr(dkim, "parse_public_key", None) is _ORIGINAL["parse_public_key"]:
+        dkim.crypto.parse_public_key = parse_public_key
+        dkim.parse_public_key = parse_public_key  # dkim/__init__ imported the name
+        installed.append("parse_public_key")
+    return installed
+
+
+def original(name: str):
+    """dkimpy's own function, for the tests that compare."""
+    return _ORIGINAL[name]

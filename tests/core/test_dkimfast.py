@@ -1,0 +1,62 @@
+"""The dkimpy replacements return exactly what dkimpy's own helpers return, and are installed."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+
+import dkim
+import dkim.canonicalization
+import dkim.crypto
+import pytest
+from support import FIXTURES
+
+import lab.core.checks.dkim  # noqa: F401 - installs them
+from lab.core import dkimfast
+
+RNG = random.Random(6376)
+
+
+def test_they_are_installed():
+    assert dkim.crypto.int2str is dkimfast.int2str and dkim.crypto.str2int is dkimfast.str2int
+    assert dkim.parse_public_key is dkimfast.parse_public_key
+    assert dkim.canonicalization.compress_whitespace is dkimfast.compress_whitespace
+
+
+@pytest.mark.parametrize("bits", [0, 1, 7, 8, 9, 1023, 1024, 2048, 4096])
+def test_integer_conversions_agree(bits):
+    for _ in range(50):
+        n = RNG.getrandbits(bits) if bits else 0
+        for length in (-1, (bits + 7) // 8, (bits + 7) // 8 + 3, 512):
+            assert dkimfast.int2str(n, length) == dkimfast.original("int2str")(n, length)
+            assert type(dkimfast.int2str(n, length)) is bytearray
+        data = bytes(dkimfast.int2str(n, 300))
+        assert dkimfast.str2int(data) == dkimfast.original("str2int")(data)
+
+
+def test_too_big_for_the_length_is_cut_to_its_low_bytes_as_dkimpy_does():
+    for fn in (dkimfast.int2str, dkimfast.original("int2str")):
+        assert fn((1 << 64) + 0x01020304, 4) == bytearray(b"\x01\x02\x03\x04")
+
+
+def test_canonicalization_helpers_agree_on_random_whitespace():
+    alphabet = [b" ", b"\t", b"\r\n", b"\n", b"\r", b"a", b"b", b":", b"\x00", b"\xff"]
+    for _ in range(2000):
+        data = b"".join(RNG.choice(alphabet) for _ in range(RNG.randrange(0, 40)))
+        for name in ("strip_trailing_whitespace", "compress_whitespace", "unfold_header_value"):
+            assert getattr(dkimfast, name)(data) == dkimfast.original(name)(data), (name, data)
+
+
+def test_the_key_cache_hands_out_copies_and_keeps_errors_uncached():
+    line = next(x for x in (FIXTURES / "zones" / "example.com.zone").read_text().splitlines()
+                if x.startswith("rsa2048._domainkey"))
+    record = "".join(re.findall(r'"([^"]*)"', line))
+    der = base64.b64decode(record.split("p=")[1])
+    first = dkimfast.parse_public_key(der)
+    assert first == dkimfast.original("parse_public_key")(der) and first["modulus"].bit_length() == 2048
+    first["modulus"] = 3
+    assert dkimfast.parse_public_key(der)["modulus"] != 3
+    for _ in range(2):  # whatever dkimpy raises, it raises every time: failures are not cached
+        with pytest.raises(dkim.crypto.UnparsableKeyError):
+            dkimfast.parse_public_key(b"\x30\x03garbage")
