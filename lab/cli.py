@@ -7,14 +7,13 @@ unreadable input, always with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import os
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab import __version__
 from lab.config import Config, exposed_warning, load
@@ -23,7 +22,9 @@ from lab.core.message import ParsedMessage, parse_mailboxes
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level
 from lab.render import message_json, verdict_text
-from lab.store import Store
+
+if TYPE_CHECKING:
+    from lab.store import Store
 
 
 class _Suppressing:
@@ -266,6 +267,9 @@ def cmd_ui(config: Config) -> int:
 
 
 def cmd_serve(config: Config, as_json: bool) -> int:
+    import asyncio
+    import signal
+
     from lab.engine import Engine
     from lab.rules import RulesError
 
@@ -347,6 +351,7 @@ def default_mail_from(message: ParsedMessage) -> str:
 
 
 def _open_store(config: Config) -> Store:
+    from lab.store import Store
     if not config.db_path.exists():
         raise UsageError(f"no store at {config.db_path} (run `maillab serve` first, or pass --data-dir)")
     return Store(config.db_path)

@@ -13,7 +13,6 @@ answers garbage or is slow gives None: a missing filter is normal and never an e
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
@@ -21,9 +20,13 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 
 from lab.core.checks.content import ExternalScore
 from lab.core.model import Capture
+
+if TYPE_CHECKING:
+    import http.client
 
 RSPAMD_PORT = 11333
 SPAMD_PORT = 783
@@ -60,6 +63,8 @@ def rspamd(raw: bytes, ip: str | None = None, helo: str | None = None, mail_from
         headers["Helo"] = _header(helo)
     if mail_from is not None:
         headers["From"] = _header(mail_from) or "<>"
+    import http.client  # only when rspamd listens: `maillab check` starts faster without it
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.putrequest("POST", "/checkv2", skip_accept_encoding=True)

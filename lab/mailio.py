@@ -30,12 +30,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.config import Config
 from lab.core.message import ParsedMessage
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level, Verdict
-from lab.store import Filter, Store
+
+if TYPE_CHECKING:
+    from lab.store import Store
 
 log = logging.getLogger("maillab.import")
 
@@ -363,7 +366,7 @@ def capture_from_bytes(raw: bytes, *, mail_from: str | None = None, rcpt: Iterab
     )
 
 
-Judging = Callable[[Store, Capture], Verdict]
+Judging = Callable[["Store", Capture], Verdict]
 
 
 def lab_judging(config: Config, view) -> Judging:
@@ -465,6 +468,8 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
     """Exit 0 when every asked-for message was written, 1 when some id does not exist, 2 on bad usage."""
     if not config.db_path.exists():
         return _fail(f"no store at {config.db_path} (run `maillab serve` first, or pass --data-dir)")
+    from lab.store import Filter, Store  # sqlite3: only for the commands that open the store
+
     store = Store(config.db_path)
     try:
         known = set(store.ids())
@@ -504,6 +509,8 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
     except (ZoneSyntaxError, FileNotFoundError) as exc:
         return _fail(str(exc))
     config.ensure_data_dir()
+    from lab.store import Store  # sqlite3: only for the commands that open the store
+
     store = Store(config.db_path)
     first = [True]
 

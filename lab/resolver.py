@@ -10,11 +10,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
-
 from lab.core.dnsview import Answer, DnsTempError, LayeredView, ZoneSyntaxError, ZoneView, rdata_value
 
 DEFAULT_LIFETIME = 2.0
@@ -25,6 +20,8 @@ class SystemView:
     """dnspython over the system's resolvers (or `nameserver`), with a small TTL-respecting cache."""
 
     def __init__(self, nameserver: str | None = None, lifetime: float = DEFAULT_LIFETIME):
+        import dns.resolver  # 50 ms of imports, for the system resolver only: `--offline` never needs it
+
         if nameserver:
             host, port = parse_nameserver(nameserver)
             resolver = dns.resolver.Resolver(configure=False)
@@ -40,6 +37,8 @@ class SystemView:
         self._dead_until = 0.0
 
     def lookup(self, name: str, rtype: str) -> Answer:
+        import dns.resolver
+
         if time.monotonic() < self._dead_until:  # one timeout per message, not one per lookup
             raise DnsTempError(f"{name} {rtype}: the resolver timed out moments ago; not asked again yet")
         try:

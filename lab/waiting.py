@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.config import Config
 from lab.core.message import ParsedMessage, parse_mailboxes
-from lab.store import Store, Stored
+
+if TYPE_CHECKING:
+    from lab.store import Store, Stored
 
 POLL = 0.075  # seconds between polls while nothing new has arrived
 PAGE = 256
@@ -138,6 +141,8 @@ def wait_for(db_path: str | Path, to: str | None = None, from_: str | None = Non
     try:
         while True:
             if store is None and db_path.exists():
+                from lab.store import Store
+
                 store = Store(db_path)
                 if cursor is None:
                     cursor = _latest_id(store)

@@ -7,7 +7,9 @@ DKIM took 2.0 ms of the message's 4.4 ms, and little of it was cryptography:
 - the relaxed canonicalization calls `re.sub` with a pattern given as bytes for every header field and
   every signature, paying re's cache lookup each time: the same patterns, compiled once;
 - the RSA public key's ASN.1 is parsed in pure Python for every message: parsed once per key (a receiver
-  caches keys, too) and handed out as a copy.
+  caches keys, too) and handed out as a copy;
+- `rfc822_parse` splits the whole message at `\r?\n` with a regex, which tries every byte (0.26 ms for
+  12 KB): split at `\n` and drop the one `\r` before it instead (0.02 ms).
 
 Each replacement returns what the original returns (tests compare them on random input), and install()
 first compares them with the dkimpy it finds on a few values: if a dkimpy release changed what one of them
@@ -30,11 +32,13 @@ _ORIGINAL = {
     "strip_trailing_whitespace": dkim.canonicalization.strip_trailing_whitespace,
     "compress_whitespace": dkim.canonicalization.compress_whitespace,
     "unfold_header_value": dkim.canonicalization.unfold_header_value,
+    "rfc822_parse": dkim.rfc822_parse,
 }
 
 _TRAILING_WSP = re.compile(b"[\t ]+\r\n")
 _WSP = re.compile(b"[\t ]+")
 _LINE_BREAK = re.compile(b"\r?\n")
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
 
 
 def int2str(n: int, length: int = -1) -> bytearray:
@@ -71,8 +75,38 @@ def unfold_header_value(content: bytes) -> bytes:
     return _LINE_BREAK.sub(b"", content)
 
 
+def split_lines(message: bytes) -> list[bytes]:
+    """`re.split(b"\\r?\\n", message)`, without a regex."""
+    parts = message.split(b"\n")
+    if b"\r" not in message:
+        return parts
+    last = parts.pop()
+    return [p[:-1] if p[-1:] == b"\r" else p for p in parts] + [last]
+
+
+def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """Header fields as [name, value + CRLF] (continuation lines added to the value), and the body joined
+    with CRLF, as dkimpy's own parser returns them, with its errors: a first line that continues nothing
+    raises IndexError, a line that is no field MessageFormatError."""
+    lines = split_lines(message)
+    headers: list[list[bytes]] = []
+    for i, line in enumerate(lines):
+        if not line:
+            return headers, b"\r\n".join(lines[i + 1:])
+        if line[0] in (9, 32):
+            headers[-1][1] += line + b"\r\n"
+            continue
+        m = _FIELD_NAME.match(line)
+        if m is not None:
+            headers.append([m.group(1), line[m.end():] + b"\r\n"])
+        elif not line.startswith(b"From "):
+            raise dkim.MessageFormatError(f"Unexpected characters in RFC822 header: {line!s}")
+    return headers, b""
+
+
 _SAMPLE_INT = (1 << 2047) + 0x1234567890ABCDEF
 _SAMPLE_HEADER = b" value  with\t spaces \r\n\tfolded\tagain \r\n"
+_SAMPLE_MESSAGES = (b"A: 1\r\nB:2\r\n x\r\n\r\nbody\r\n\r\n", b"From x\nA: 1\n\nbody\r\r\nend\r", b"A: b", b"")
 
 
 def _agrees(name: str) -> bool:
@@ -83,6 +117,8 @@ def _agrees(name: str) -> bool:
             return all(old(n, k) == new(n, k) for n, k in ((_SAMPLE_INT, 256), (_SAMPLE_INT, -1), (0, -1), (255, 4)))
         if name == "str2int":
             return all(old(b) == new(b) for b in (b"", b"\x00\x01", int2str(_SAMPLE_INT)))
+        if name == "rfc822_parse":
+            return all(old(m) == new(m) for m in _SAMPLE_MESSAGES)
         return old(_SAMPLE_HEADER) == new(_SAMPLE_HEADER)
     except Exception:  # noqa: BLE001 - a changed signature: keep dkimpy's
         return False
@@ -99,6 +135,9 @@ def install() -> list[str]:
         if _agrees(name):
             setattr(dkim.canonicalization, name, globals()[name])
             installed.append(name)
+    if _agrees("rfc822_parse"):
+        dkim.rfc822_parse = rfc822_parse  # looked up as a global of dkim/__init__ by DKIM and ARC
+        installed.append("rfc822_parse")
     if getattr(dkim, "parse_public_key", None) is _ORIGINAL["parse_public_key"]:
         dkim.crypto.parse_public_key = parse_public_key
         dkim.parse_public_key = parse_public_key  # dkim/__init__ imported the name

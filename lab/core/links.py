@@ -26,7 +26,7 @@ MAX_HREF = 2048  # characters of an href kept (browsers and filters stop caring 
 
 # A URL in text: scheme, then anything up to white space or a character that cannot end a URL in prose.
 # One character class with a bounded length, so the scan is linear.
-_TEXT_URL = re.compile(r"(?i)\bhttps?://[^\s<>\"'`{}|\\^\[\]]{1,2048}")
+_TEXT_URL = re.compile(r"(?i)https?://[^\s<>\"'`{}|\\^\[\]]{1,2048}")  # a word boundary before: text_links
 _TRAILING = ".,;:!?)'\""
 # A browser reads "http:example.com", "http:\\\\example.com" and "//example.com" (protocol-relative) as a host too.
 _WEB = re.compile(r"(?i)(?:https?:[/\\]*|[/\\]{2})")
@@ -98,7 +98,13 @@ def text_links(text: str) -> list[Link]:
     out: dict[str, Link] = {}
     if "://" not in text:  # every match has one: most text has no link, and the scan is the slow part
         return []
-    for m in _TEXT_URL.finditer(text):
+    pos = 0
+    while (m := _TEXT_URL.search(text, pos)) is not None:
+        start = m.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):  # \b, tested here: twice as fast
+            pos = start + 1
+            continue
+        pos = m.end()
         href = m.group().rstrip(_TRAILING)
         if href not in out:  # a newsletter repeats its links: parse each once
             out[href] = Link(href, "", host(href), "text")

@@ -60,3 +60,22 @@ def test_the_key_cache_hands_out_copies_and_keeps_errors_uncached():
     for _ in range(2):  # whatever dkimpy raises, it raises every time: failures are not cached
         with pytest.raises(dkim.crypto.UnparsableKeyError):
             dkimfast.parse_public_key(b"\x30\x03garbage")
+
+
+def _outcome(fn, data):
+    try:
+        return fn(data)
+    except Exception as exc:  # noqa: BLE001 - the same error type is part of agreeing
+        return type(exc)
+
+
+def test_rfc822_parse_agrees_on_random_messages_including_errors():
+    assert dkim.rfc822_parse is dkimfast.rfc822_parse
+    pieces = [b"A: 1", b"Subject:x", b"\r\n", b"\n", b"\r", b" cont", b"\tcont", b"From x", b"bad line", b":",
+              b"b", b"\xff", b"X-Y: z: w", b""]
+    for _ in range(5000):
+        data = b"".join(RNG.choice(pieces) for _ in range(RNG.randrange(0, 16)))
+        assert _outcome(dkimfast.rfc822_parse, data) == _outcome(dkimfast.original("rfc822_parse"), data), data
+    for n in range(2000):  # and the line splitting alone
+        data = bytes(RNG.choice(b"\r\na") for _ in range(n % 40))
+        assert dkimfast.split_lines(data) == re.split(b"\r?\n", data), data

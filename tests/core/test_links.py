@@ -186,3 +186,17 @@ def test_deep_mime_is_bounded():
     start = time.perf_counter()
     links(raw)
     assert time.perf_counter() - start < 5.0
+
+
+def test_text_links_agree_with_a_word_boundary_regex_on_random_text():
+    """text_links tests the word boundary itself (twice as fast as \\b in the pattern): same links, same order."""
+    import random
+    import re
+
+    reference = re.compile(r"(?i)\bhttps?://[^\s<>\"'`{}|\\^\[\]]{1,2048}")
+    rng = random.Random(5321)
+    pieces = ["http://", "HTTPS://", "hTtP://", "x", "_", "é", "/", " ", "a.example", ".", ")", "\n", "ß", "9"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 20)))
+        want = list(dict.fromkeys(m.group().rstrip(".,;:!?)'\"") for m in reference.finditer(text)))
+        assert [link.href for link in text_links(text)] == want, text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import lru_cache
 
 import dkim
 from dkim.util import parse_tag_value
@@ -205,11 +206,17 @@ def _key_facts(record: bytes | None) -> dict[str, str]:
     """Key type and size from the published record, when it parses."""
     if not record:
         return {}
+    return dict(_key_facts_of(bytes(record)))
+
+
+@lru_cache(maxsize=256)
+def _key_facts_of(record: bytes) -> tuple[tuple[str, str], ...]:
+    """Cached by the record: every message signed with a key asks again (dkimpy just parsed it to verify)."""
     try:
         _pk, bits, ktag, _tlsrpt = dkim.evaluate_pk(b"key", record)
     except Exception:  # noqa: BLE001 - a malformed key is reported by the verification itself
-        return {}
-    return {"key_type": (ktag or b"?").decode("ascii", "replace"), "key_bits": str(bits)}
+        return ()
+    return (("key_type", (ktag or b"?").decode("ascii", "replace")), ("key_bits", str(bits)))
 
 
 def _tag(tags: dict, name: bytes) -> str:
