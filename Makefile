@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/tui_list.py
 	$(PY) bench/serve_rss.py
 	$(PY) bench/latency.py
+	$(PY) bench/cold_start.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lab tests

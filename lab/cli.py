@@ -43,16 +43,9 @@ class _Suppressing:
 _MORE = "_after_command"
 
 
-class _Parser(argparse.ArgumentParser):
-    """The top-level parser: `--zone A check --zone B` means both zones."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        parsed, rest = super().parse_known_args(args, namespace)
-        for name in [n for n in vars(parsed) if n.endswith(_MORE)]:
-            base = name.removesuffix(_MORE)
-            setattr(parsed, base, [*(getattr(parsed, base, None) or []), *getattr(parsed, name)])
-            delattr(parsed, name)
-        return parsed, rest
+def _repeated(args: argparse.Namespace, name: str) -> list:
+    """A repeatable option given before the subcommand, then after it: `--zone A check --zone B` is both."""
+    return [*(getattr(args, name, None) or []), *(getattr(args, name + _MORE, None) or [])]
 
 
 class UsageError(Exception):
@@ -89,11 +82,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="maillab", description="A terminal email testing lab: captures test mail "
+    p = argparse.ArgumentParser(prog="maillab", description="A terminal email testing lab: captures test mail "
                                 "and judges it as a receiving filter would. Never delivers anything.")
     p.add_argument("--version", action="version", version=f"maillab {__version__}")
     _common(p)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the three listeners without a UI; one line per message")
     _common(s)
@@ -149,16 +142,17 @@ def config_from(args: argparse.Namespace) -> Config:
     from lab.judging import blocklist_zones
 
     try:
-        explicit = args.config or (Path(os.environ["MAILLAB_CONFIG"]) if os.environ.get("MAILLAB_CONFIG") else None)
+        given = getattr(args, "config", None)
+        explicit = given or (Path(os.environ["MAILLAB_CONFIG"]) if os.environ.get("MAILLAB_CONFIG") else None)
         if explicit is not None and not explicit.exists():
             raise UsageError(f"config file {explicit} does not exist")
-        config = load(args.config)
+        config = load(given)
         values = {k: getattr(args, k, None) for k in (
             "data_dir", "offline", "nameserver", "client_ip", "bind", "relay_port", "submission_port",
             "smtps_port", "pop3_port", "credentials", "max_messages", "analysis_workers", "blocklists", "spam_filters",
             "rules")}
         config.update(values, "command line")
-        for item in getattr(args, "profile", None) or []:
+        for item in _repeated(args, "profile"):
             listener, sep, name = item.rpartition("=")
             if sep:
                 if listener not in ("relay", "submission", "smtps"):
@@ -169,8 +163,8 @@ def config_from(args: argparse.Namespace) -> Config:
         for name in [config.profile, *config.profiles.values()]:
             get_profile(name)
         blocklist_zones(config.blocklists)
-        if args.zones:
-            config.zones = [*config.zones, *args.zones]
+        if _repeated(args, "zones"):
+            config.zones = [*config.zones, *_repeated(args, "zones")]
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if config.client_ip:
