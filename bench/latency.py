@@ -8,7 +8,9 @@ it), then reads when each verdict was stored. Run: `.venv/bin/python bench/laten
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +24,7 @@ import ingest  # noqa: E402
 
 BODY = b"".join(f"line {i} of a realistic body, with some words in it\r\n".encode() for i in range(90))
 SESSIONS = 10
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 
 
 async def session(port: int, rate: float, until: float, acked: dict[int, float]) -> None:
@@ -62,9 +65,8 @@ async def drive(port: int, rate: float, seconds: float) -> dict[int, float]:
     return acked
 
 
-def main() -> None:
-    rate = float(sys.argv[1]) if len(sys.argv) > 1 else 300
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10
+def one_round(rate: float, seconds: float) -> tuple[int, int, list[float]]:
+    """(acknowledged, without a verdict, sorted latencies in ms) from a fresh `maillab serve`."""
     with tempfile.TemporaryDirectory() as tmp:
         port = ingest.free_port()
         proc = ingest.start("maillab serve", port, Path(tmp))
@@ -81,12 +83,22 @@ def main() -> None:
             proc.wait(20)
     lat = sorted((datetime.fromisoformat(analysed[i]).timestamp() - t) * 1000 for i, t in acked.items()
                  if i in analysed)
-    missing = sum(1 for i in acked if i not in analysed)
+    return len(acked), sum(1 for i in acked if i not in analysed), lat
+
+
+def main() -> None:
+    """ROUNDS rounds, each on a fresh lab: one round's p99 swings 2-4x on these shared machines."""
+    rate = float(sys.argv[1]) if len(sys.argv) > 1 else 300
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10
     pct = ingest.pct
-    print(f"{len(acked)} messages acknowledged at {len(acked) / seconds:.0f} msg/s ({rate:.0f} asked); "
-          f"{missing} without a verdict 2 s later")
-    print(f"verdict visible after the 250: p50 {pct(lat, .5):.0f} ms, p90 {pct(lat, .9):.0f} ms, "
-          f"p99 {pct(lat, .99):.0f} ms, max {lat[-1] if lat else float('nan'):.0f} ms (target p99 < 50 ms)")
+    p99s = []
+    for n in range(ROUNDS):
+        acked, missing, lat = one_round(rate, seconds)
+        p99s.append(pct(lat, .99))
+        print(f"round {n + 1}: {acked} messages acknowledged at {acked / seconds:.0f} msg/s ({rate:.0f} asked), "
+              f"{missing} without a verdict 2 s later; verdict visible after the 250: p50 {pct(lat, .5):.0f} ms, "
+              f"p90 {pct(lat, .9):.0f} ms, p99 {pct(lat, .99):.0f} ms, max {lat[-1] if lat else float('nan'):.0f} ms")
+    print(f"median p99 over {ROUNDS} rounds: {statistics.median(p99s):.0f} ms (target < 50 ms)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from lab.store import Store
 
 log = logging.getLogger("maillab.analysis")
 SAVE_EVERY = 0.01  # seconds of analysis between verdict commits
+CHECKPOINT_EVERY = 2000  # verdicts between WAL checkpoints while a backlog keeps the worker busy
 
 
 def build_lab_view(config: Config, errors: list[str] | None = None) -> DnsView:
@@ -51,6 +52,8 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
     view = view if view is not None else build_lab_view(config, errors=[])
     judge = Judge(config)
     cursor = 0
+    unchecked = 0  # verdicts committed since this worker last checkpointed
+    idle = False  # the last wait for mail timed out
     try:
         while not stopping.is_set():
             wake.clear()
@@ -58,9 +61,13 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
                 reload.clear()
                 view = build_lab_view(config, errors=[])
             batch = store.unanalysed(64, after=cursor, share=share)
+            if unchecked >= CHECKPOINT_EVERY or (unchecked and idle):
+                store.checkpoint()  # after a second with no mail, or a long backlog: not on a verdict's way
+                unchecked = 0
             if not batch:
-                wake.wait(1.0)
+                idle = not wake.wait(1.0)
                 continue
+            idle = False
             cursor = batch[-1].id
             judged: list = []
             started = time.monotonic()
@@ -73,6 +80,7 @@ def backlog_loop(config: Config, stopping, wake, reload, done: Callable[[list[in
                 # for 63 others (at 3 ms each), but one commit per message would cost an fsync each
                 if judged and (i == len(batch) - 1 or time.monotonic() - started >= SAVE_EVERY):
                     _publish(store, judged, done, output, output_lock)
+                    unchecked += len(judged)
                     judged, started = [], time.monotonic()
     finally:
         store.close()

@@ -244,6 +244,8 @@ class Store:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+        if not durable:  # a checkpoint (an fsync of the database) would land on whichever verdict commit crossed
+            self.db.execute("PRAGMA wal_autocheckpoint=0")  # the limit (p99 59 -> 37 ms): checkpoint() instead
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
@@ -257,6 +259,11 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without waiting for readers or writers (a PASSIVE checkpoint): what a
+        store opened with `durable=False` does at moments of its choosing instead of on a commit."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # writes --------------------------------------------------------------------------------------
 
