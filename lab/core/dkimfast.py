@@ -1,4 +1,4 @@
-"""Provides install(): faster drop-ins for the dkimpy helpers that showed in the profile of a verification.
+r"""Provides install(): faster drop-ins for the dkimpy helpers that showed in the profile of a verification.
 
 Profiled on the 12 KB message of bench/analysis.py (an RSA-2048 and an ed25519 signature, dkimpy 1.1.8),
 DKIM took 2.0 ms of the message's 4.4 ms, and little of it was cryptography:
@@ -8,6 +8,10 @@ DKIM took 2.0 ms of the message's 4.4 ms, and little of it was cryptography:
   every signature, paying re's cache lookup each time: the same patterns, compiled once;
 - the RSA public key's ASN.1 is parsed in pure Python for every message: parsed once per key (a receiver
   caches keys, too) and handed out as a copy;
+- `RE_BTAG`, which blanks the b= value of the signature being verified (two or three times a signature),
+  nests optional whitespace inside a repetition and backtracks: 87 us on a 565-byte header. Its folding
+  whitespace `(?:(?:\s*\r?\n)?\s+)?` matches exactly the runs `\s*` matches, so the same language is
+  written without the nesting (10 us);
 - `rfc822_parse` splits the whole message at `\r?\n` with a regex, which tries every byte (0.26 ms for
   12 KB): split at `\n` and drop the one `\r` before it instead (0.02 ms).
 
@@ -33,12 +37,14 @@ _ORIGINAL = {
     "compress_whitespace": dkim.canonicalization.compress_whitespace,
     "unfold_header_value": dkim.canonicalization.unfold_header_value,
     "rfc822_parse": dkim.rfc822_parse,
+    "RE_BTAG": dkim.RE_BTAG,
 }
 
 _TRAILING_WSP = re.compile(b"[\t ]+\r\n")
 _WSP = re.compile(b"[\t ]+")
 _LINE_BREAK = re.compile(b"\r?\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+RE_BTAG = re.compile(rb"([;\s]b\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
 
 
 def int2str(n: int, length: int = -1) -> bytearray:
@@ -106,6 +112,7 @@ def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
 
 _SAMPLE_INT = (1 << 2047) + 0x1234567890ABCDEF
 _SAMPLE_HEADER = b" value  with\t spaces \r\n\tfolded\tagain \r\n"
+_SAMPLE_SIGNATURES = (b"v=1; a=rsa-sha256; b=ab c\r\n\tde==; bh=x", b"; b =\r\n  ZZ+/ \r\n", b" b= ;b=1 \n", b"")
 _SAMPLE_MESSAGES = (b"A: 1\r\nB:2\r\n x\r\n\r\nbody\r\n\r\n", b"From x\nA: 1\n\nbody\r\r\nend\r", b"A: b", b"")
 
 
@@ -119,6 +126,8 @@ def _agrees(name: str) -> bool:
             return all(old(b) == new(b) for b in (b"", b"\x00\x01", int2str(_SAMPLE_INT)))
         if name == "rfc822_parse":
             return all(old(m) == new(m) for m in _SAMPLE_MESSAGES)
+        if name == "RE_BTAG":
+            return all(old.sub(b"\\1", v) == new.sub(b"\\1", v) for v in _SAMPLE_SIGNATURES)
         return old(_SAMPLE_HEADER) == new(_SAMPLE_HEADER)
     except Exception:  # noqa: BLE001 - a changed signature: keep dkimpy's
         return False
@@ -135,6 +144,9 @@ def install() -> list[str]:
         if _agrees(name):
             setattr(dkim.canonicalization, name, globals()[name])
             installed.append(name)
+    if _agrees("RE_BTAG"):
+        dkim.RE_BTAG = RE_BTAG  # a global of dkim/__init__, read when a signature is verified
+        installed.append("RE_BTAG")
     if _agrees("rfc822_parse"):
         dkim.rfc822_parse = rfc822_parse  # looked up as a global of dkim/__init__ by DKIM and ARC
         installed.append("rfc822_parse")

@@ -79,3 +79,13 @@ def test_rfc822_parse_agrees_on_random_messages_including_errors():
     for n in range(2000):  # and the line splitting alone
         data = bytes(RNG.choice(b"\r\na") for _ in range(n % 40))
         assert dkimfast.split_lines(data) == re.split(b"\r?\n", data), data
+
+
+def test_the_b_tag_pattern_blanks_the_same_bytes_on_random_signature_fields():
+    assert dkim.RE_BTAG is dkimfast.RE_BTAG
+    original = dkimfast.original("RE_BTAG")
+    pieces = [b" ", b"\t", b"\r\n", b"\n", b"\r", b"b", b"=", b";", b"a", b"Z", b"+", b"/", b"h", b"-", b"b=", b"; b=",
+              b" b =", b"\xff"]
+    for _ in range(20000):
+        data = b"".join(RNG.choice(pieces) for _ in range(RNG.randrange(0, 18)))
+        assert dkimfast.RE_BTAG.sub(b"\\1", data) == original.sub(b"\\1", data), data
