@@ -3,7 +3,8 @@ aiosmtpd sink and, where installed, Postfix's smtp-sink, all in one run, driven 
 
 Scenarios: 5 KB over 10 sessions, 5 KB with a new connection per message, 100 KB over 10 sessions.
 For the lab it also checks every message was stored and analysed, and reports verdict latency (time from
-the commit to the verdict) and peak RSS. Run: `make bench` or `.venv/bin/python bench/ingest.py`.
+the commit to the verdict) and peak RSS. Run: `make bench` or `.venv/bin/python bench/ingest.py`;
+MAILLAB_SERVE_ARGS adds options to `maillab serve` (e.g. "--analysis-workers 1").
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def start(kind: str, port: int, data: Path) -> subprocess.Popen:
         cmd = ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), f"127.0.0.1:{port}", "1024"]
     else:
         cmd = [sys.executable, "-m", "lab", "serve", "--data-dir", str(data), "--offline", "--relay-port", str(port),
-               "--submission-port", str(free_port()), "--smtps-port", str(free_port()), "--pop3-port", "0"]
+               "--submission-port", str(free_port()), "--smtps-port", str(free_port()), "--pop3-port", "0",
+               *os.environ.get("MAILLAB_SERVE_ARGS", "").split()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     wait_listening(port, proc)

@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
@@ -86,17 +87,17 @@ class MaillabApp(App):
                 with TabPane("Verdict", id="verdict"):
                     yield VerdictView(id="verdict-view")
                 with TabPane("Headers", id="headers"):
-                    yield HeadersView(id="headers-view")
+                    yield Lazy(HeadersView(id="headers-view"))
                 with TabPane("Text", id="text"):
-                    yield BodyView(id="text-view")
+                    yield Lazy(BodyView(id="text-view"))
                 with TabPane("Parts", id="parts"):
-                    yield PartsView("message", id="parts-view")
+                    yield Lazy(PartsView("message", id="parts-view"))
                 with TabPane("Raw", id="raw"):
-                    yield RawView(id="raw-view")
+                    yield Lazy(RawView(id="raw-view"))
                 with TabPane("Session", id="session"):
-                    yield SessionView(id="session-view")
+                    yield Lazy(SessionView(id="session-view"))
                 with TabPane("DNS", id="dns"):
-                    yield DnsView(lambda: (self.engine.view, self.engine.dns_mode), id="dns-view")
+                    yield Lazy(DnsView(lambda: (self.engine.view, self.engine.dns_mode), id="dns-view"))
         yield Footer()
 
     def on_mount(self) -> None:
