@@ -40,6 +40,7 @@ from lab.ui.widgets.welcome import Welcome
 
 TABS = ("verdict", "headers", "text", "parts", "raw", "session", "dns")
 TAB_TITLES = {"dns": "DNS"}
+BYTE_VIEWS = {"headers": HeadersView, "text": BodyView, "parts": PartsView, "raw": RawView}  # tabs of the raw bytes
 
 
 class MaillabApp(App):
@@ -256,21 +257,19 @@ class MaillabApp(App):
         if stored is None:
             return
         self._rendered.add(tab)
-        raw = stored.capture.raw
         if tab == "verdict":
             self.query_one(VerdictView).show(stored.verdict)
-        elif tab == "headers":
-            self.query_one(HeadersView).show(raw)
-        elif tab == "text":
-            self.query_one(BodyView).show(raw)
-        elif tab == "parts":
-            self.query_one(PartsView).show(raw)
-        elif tab == "raw":
-            self.query_one(RawView).show(raw)
         elif tab == "session":
             self.query_one(SessionView).show(stored.session)
-        elif tab == "dns":
-            self.query_one(DnsView).show_for(stored.capture.id, raw)
+        else:
+            self._render_bytes(tab, stored.capture.raw, stored.capture.id)
+
+    def _render_bytes(self, tab: str, raw: bytes, key: int) -> None:
+        """The tabs made from the message's bytes, for a captured message or a refused attempt's."""
+        if tab == "dns":
+            self.query_one(DnsView).show_for(key, raw)
+        else:
+            self.query_one(BYTE_VIEWS[tab]).show(raw)
 
     def _render_group_tab(self, tab: str, judged: JudgedGroup, last: Attempt | None, session: list) -> None:
         """A refused group: the attempts and retry checks; the last attempt's transcript; its bytes, when it was
@@ -288,17 +287,9 @@ class MaillabApp(App):
             if tab == "dns":
                 self.query_one(DnsView).show_note(note)
             else:
-                self.query_one({"headers": HeadersView, "text": BodyView, "raw": RawView}[tab]).set(note)
-        elif tab == "parts":
-            self.query_one(PartsView).show(raw)
-        elif tab == "headers":
-            self.query_one(HeadersView).show(raw)
-        elif tab == "text":
-            self.query_one(BodyView).show(raw)
-        elif tab == "raw":
-            self.query_one(RawView).show(raw)
-        elif tab == "dns":
-            self.query_one(DnsView).show_for(judged.key, raw)
+                self.query_one(BYTE_VIEWS[tab]).set(note)
+        else:
+            self._render_bytes(tab, raw, judged.key)
 
     def _dns_reloaded(self) -> None:
         """The zone files were read again: DNS reports may be stale, and the open DNS tab is made again."""
