@@ -229,9 +229,10 @@ MULTIPART = {"Content-Type": 'multipart/mixed; boundary="b1"'}
     ({"MIME-Version": "1.0 (produced by Mailer 2)"}, b"Hello.\r\n", [Level.PASS]),
     ({"Content-Transfer-Encoding": "Base64"}, b"aGk=\r\n", [Level.PASS]),
     (MULTIPART, MULTI_OK.replace(b"encoding: base64", b"encoding:\r\n base64"), [Level.PASS]),  # folded
-    ({**MULTIPART, "MIME-Version": None}, MULTI_OK, [Level.WARN]),
-    ({"Content-Type": "image/png", "MIME-Version": None}, b"aGk=\r\n", [Level.WARN]),
-    ({"Content-Transfer-Encoding": "base64", "MIME-Version": None}, b"aGk=\r\n", [Level.WARN]),
+    # no MIME-Version on MIME content: content.mime-version's finding, not repeated here
+    ({**MULTIPART, "MIME-Version": None}, MULTI_OK, [Level.PASS]),
+    ({"Content-Type": "image/png", "MIME-Version": None}, b"aGk=\r\n", [Level.PASS]),
+    ({"Content-Transfer-Encoding": "base64", "MIME-Version": None}, b"aGk=\r\n", [Level.PASS]),
     ({"MIME-Version": "2.0"}, b"Hello.\r\n", [Level.WARN]),
     ({"Content-Type": "multipart/mixed"}, MULTI_OK, [Level.WARN]),  # no boundary
     ({"Content-Type": 'multipart/mixed; boundary=""'}, MULTI_OK, [Level.WARN]),
@@ -245,7 +246,7 @@ MULTIPART = {"Content-Type": 'multipart/mixed; boundary="b1"'}
     ({"Content-Transfer-Encoding": ""}, b"x\r\n", [Level.WARN]),
     (MULTIPART, MULTI_OK.replace(b"encoding: base64", b"encoding: base-64"), [Level.WARN]),
     (MULTIPART, MULTI_OK.replace(b"Encoding: quoted-printable", b"Encoding: 7-bit"), [Level.WARN]),
-    ({**MULTIPART, "MIME-Version": None}, MULTI_OK.replace(b"--b1--", b""), [Level.WARN]),  # two problems, one result
+    ({**MULTIPART, "MIME-Version": "2.0"}, MULTI_OK.replace(b"--b1--", b""), [Level.WARN]),  # two problems, one result
 ])
 def test_mime(over, body, expected):
     found = of(run(make(over, body=body)), "headers.mime")
@@ -254,14 +255,13 @@ def test_mime(over, body, expected):
 
 
 def test_several_mime_problems_are_one_result_naming_each():
-    (two,) = of(run(make({**MULTIPART, "MIME-Version": None}, body=MULTI_OK.replace(b"--b1--", b""))),
+    (two,) = of(run(make({**MULTIPART, "MIME-Version": "2.0"}, body=MULTI_OK.replace(b"--b1--", b""))),
                 "headers.mime")
     assert two.level is Level.WARN
-    assert two.summary == ("2 MIME problems: Content-Type multipart/mixed without MIME-Version: receivers may "
-                           "show the raw source; The multipart body has no closing boundary (--boundary--): "
-                           "it may be truncated")
+    assert two.summary == ("2 MIME problems: MIME-Version is '2.0'; the only version is 1.0; The multipart body "
+                           "has no closing boundary (--boundary--): it may be truncated")
     assert "MIME-Version: 1.0" in two.fix and "add_attachment" in two.fix
-    assert two.evidence["content-type"] == "multipart/mixed" and two.evidence["boundary"] == "b1"
+    assert two.evidence["boundary"] == "b1"
     over = {"MIME-Version": "2.0", "Content-Type": "multipart/mixed", "Content-Transfer-Encoding": "x-uue"}
     (three,) = of(run(make(over, body=b"x\r\n")), "headers.mime")
     assert three.level is Level.WARN
@@ -391,3 +391,13 @@ def test_real_and_broken_mail_from_the_corpus_never_raises():
         for listener in (Listener.CLI, Listener.RELAY):
             results = run(path.read_bytes(), listener=listener)
             assert {r.id for r in results} >= IDS, path
+
+
+def test_a_missing_mime_version_is_reported_once_by_the_content_rule():
+    from lab.core.analyse import analyse
+
+    raw = make({**MULTIPART, "MIME-Version": None}, body=MULTI_OK)
+    verdict = analyse(Capture(raw, Envelope(mail_from="bounce@example.com", helo="mail.example.com"),
+                              Transport(listener=Listener.RELAY), received_at=NOW), ZoneView())
+    about = [c for c in verdict.checks if "MIME-Version" in c.summary and c.level is not Level.PASS]
+    assert [c.id for c in about] == ["content.mime-version"]

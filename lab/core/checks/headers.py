@@ -183,12 +183,8 @@ def _mime(ctx: Context) -> list[CheckResult]:
     def warn(summary: str, fix: str, **evidence: object) -> None:
         out.append(check("headers.mime", Level.WARN, summary, ref=ref, fix=fix, **evidence))
 
-    needs_mime = ctype.startswith("multipart/") or not ctype.startswith("text/") or (
-        cte is not None and cte.strip().lower() != "7bit")
-    if version is None and needs_mime:
-        warn(f"Content-Type {_shown(ctype)} without MIME-Version: receivers may show the raw source",
-             "Add the header field 'MIME-Version: 1.0'.", content_type=_shown(ctype))
-    elif version is not None and re.sub(r"\([^)]*\)|\s", "", version) != "1.0":
+    # A missing MIME-Version is content.mime-version's finding (with its points), not reported twice here
+    if version is not None and re.sub(r"\([^)]*\)|\s", "", version) != "1.0":
         warn(f"MIME-Version is '{_shown(version)}'; the only version is 1.0", "Send 'MIME-Version: 1.0'.")
     if ctype.startswith("multipart/"):
         _multipart(ct_field or "", msg.body, warn)
