@@ -22,6 +22,7 @@ from lab.core.message import ParsedMessage, parse_mailboxes
 from lab.core.model import Capture, Client, Envelope, Listener, Transport
 from lab.core.results import Level
 from lab.render import message_json, verdict_text
+from lab.textsafe import visible
 
 if TYPE_CHECKING:
     from lab.store import Store
@@ -96,9 +97,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--analysis-workers", type=int, metavar="N",
                    help="analysis processes (default: one per core, at most 4)")
 
-    c = sub.add_parser("check", help="analyse a message file without SMTP")
+    c = sub.add_parser("check", help="analyse message files without SMTP")
     _common(c)
-    c.add_argument("file", metavar="FILE.eml", help="the message (- for standard input)")
+    c.add_argument("files", nargs="+", metavar="FILE.eml",
+                   help="the message (- for standard input); several are judged in one run, with --json as an "
+                        "array of documents each naming its file")
     c.add_argument("--helo", metavar="NAME", help="the HELO/EHLO name to assume")
     c.add_argument("--mail-from", metavar="ADDR", help="MAIL FROM (default: Return-Path, else From)")
     c.add_argument("--rcpt", action="append", metavar="ADDR", help="RCPT TO (repeatable)")
@@ -305,12 +308,52 @@ def cmd_serve(config: Config, as_json: bool) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """One or more files, judged by one Judge over one DNS view: checking a folder costs one start-up.
+
+    Exit 0 when none fails, 1 when one does, 2 when one could not be read (the others are still judged)."""
+    from lab.judging import Judge
+
+    files = args.files
+    if files.count("-") > 1:
+        raise UsageError("standard input (-) can be read once")
+    judge, view = Judge(config), _view(config)
+    many = len(files) > 1
+    docs, status = [], 0
+    for name in files:
+        try:
+            raw = _read_message(name)
+        except UsageError as exc:
+            if not many:
+                raise
+            print(f"maillab: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        capture, verdict = _judge_file(raw, config, args, judge, view)
+        if verdict.level is Level.FAIL and status == 0:
+            status = 1
+        if args.json:
+            docs.append({"file": name, **message_json(capture, verdict)} if many else message_json(capture, verdict))
+        else:
+            if many:
+                print(visible(f"== {name}"))
+            print(verdict_text(capture, verdict, color=sys.stdout.isatty()))
+    if args.json:
+        print(json.dumps(docs if many else docs[0], indent=2))
+    return status
+
+
+def _read_message(name: str) -> bytes:
     try:
-        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from exc
     if not raw.strip():
-        raise UsageError(f"{args.file} is empty")
+        raise UsageError(f"{name} is empty")
+    return raw
+
+
+def _judge_file(raw: bytes, config: Config, args: argparse.Namespace, judge, view):
+    """The capture `check` makes of a file (envelope from the options, else from the message) and its verdict."""
     message = ParsedMessage(raw)
     mail_from = args.mail_from
     if mail_from is None:
@@ -324,14 +367,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         client=Client(ip=client_ip, peer_ip=None, source="cli" if config.client_ip else "peer"),
         received_at=datetime.now(UTC),
     )
-    from lab.judging import Judge
-
-    verdict = Judge(config).judge(capture, _view(config), message=message)
-    if args.json:
-        print(json.dumps(message_json(capture, verdict), indent=2))
-    else:
-        print(verdict_text(capture, verdict, color=sys.stdout.isatty()))
-    return 1 if verdict.level is Level.FAIL else 0
+    return capture, judge.judge(capture, view, message=message)
 
 
 def default_mail_from(message: ParsedMessage) -> str:

@@ -171,3 +171,22 @@ def test_spf_fail_under_a_dmarc_pass_is_a_warning_so_check_exits_0(signed_eml):
     assert "DMARC still passes" in by_id["spf.mailfrom"]["summary"]
     assert by_id["dmarc"]["result"] == "pass"
     assert out.returncode == 0
+
+
+def test_check_judges_several_files_in_one_run_and_exits_with_the_worst(tmp_path, signed_eml):
+    spoof = tmp_path / "spoof.eml"
+    spoof.write_bytes(message(from_="CEO <ceo@example.com>", subject="spoof"))
+    out = maillab("check", str(signed_eml), str(spoof), *ZONE_ARGS, "--offline", "--client-ip", BAD_IP, "--json")
+    assert out.returncode == 1, out.stderr  # one of them fails (the spoof: no DKIM, SPF fails for BAD_IP)
+    docs = json.loads(out.stdout)
+    assert [d["file"] for d in docs] == [str(signed_eml), str(spoof)]
+    assert [d["headers"]["subject"] for d in docs] == ["cli check", "spoof"]
+    assert docs[0]["verdict"] != "fail" and docs[1]["verdict"] == "fail"
+
+    out = maillab("check", str(signed_eml), str(tmp_path / "missing.eml"), *ZONE_ARGS, "--offline",
+                  "--client-ip", GOOD_IP)
+    assert out.returncode == 2  # unreadable: a usage problem, and the readable one is still judged
+    assert b"cannot read" in out.stderr and b"missing.eml" in out.stderr
+    assert f"== {signed_eml}".encode() in out.stdout and b"DMARC" in out.stdout
+
+    assert maillab("check", "-", "-", "--offline").returncode == 2  # stdin can be read once
