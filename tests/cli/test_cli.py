@@ -8,11 +8,10 @@ import smtplib
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from support import BAD_IP, GOOD_IP, ZONES, free_ports, message, sign
-from support.client import send
+from support.client import send, wait_listening
 
 ZONE_ARGS = [arg for z in ZONES for arg in ("--zone", str(z))]
 
@@ -109,14 +108,7 @@ def test_serve_list_show_round_trip(tmp_path):
          "--submission-port", str(submission), "--smtps-port", str(smtps), "--pop3-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MAILLAB_CONFIG": os.devnull})
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", relay), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
-                time.sleep(0.1)
+        wait_listening(relay, proc)
         raw = sign(message(subject="round trip"))
         with smtplib.SMTP("127.0.0.1", relay, local_hostname="mail.example.com") as s:
             first = send(s, raw)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from support import ZONES, free_ports, message
+from support.client import wait_listening
 
 from lab.cli import UsageError, config_from, main, parser
 from lab.config import load
@@ -70,14 +70,7 @@ def test_serve_applies_rules_records_attempts_through_the_writer_process_and_rep
          "--submission-port", str(submission), "--smtps-port", str(smtps), "--pop3-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", relay), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
-                time.sleep(0.1)
+        wait_listening(relay, proc)
         with smtplib.SMTP("127.0.0.1", relay, local_hostname="mail.example.com") as s:
             s.ehlo()
             s.mail("app@example.com")

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import time
 
 import pytest
 from support import GOOD_IP, ZONES, capture, free_ports, message, sign
-from support.client import client_tls, send
+from support.client import client_tls, send, wait_listening
 
 from lab import cli, waiting
 from lab.core.analyse import analyse
@@ -244,14 +243,7 @@ def test_shell_ci_flow_serve_then_wait_in_another_process(tmp_path):
     try:
         waiter = _maillab("wait", "--to", "ci@example.net", "--subject", "^Build", "--timeout", "30", "--json",
                           *common)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", relay), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read().decode()
-                time.sleep(0.1)
+        wait_listening(relay, serve)
         with smtplib.SMTP("127.0.0.1", relay, local_hostname="mail.example.com") as s:
             send(s, message(subject="Unrelated"), rcpt=("other@example.net",))
             mid = send(s, sign(message(subject="Build 42 passed")), rcpt=("ci@example.net",))

@@ -6,6 +6,8 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
+import time
 
 
 def client_tls() -> ssl.SSLContext:
@@ -77,3 +79,15 @@ class RawClient(LineClient):
         self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
         return self.reply()
 
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Until a `maillab serve` started as `proc` accepts connections on `port`; fails with its stderr if it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
