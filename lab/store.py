@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,9 +280,7 @@ class Store:
         """add_many for captures already turned into `flat()` tuples (how the writer process receives them)."""
         ids = []
         attempts = False
-        cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as cur:
             for row in rows:
                 if row[0] == _ATTEMPT_TAG:
                     cur.execute(_INSERT_ATTEMPT, row[1:])
@@ -292,11 +292,19 @@ class Store:
                 cur.execute(_PRUNE, (keep,))
                 if attempts:
                     cur.execute(_PRUNE_ATTEMPTS, (keep,))
+        return ids
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) and rolled back on any error."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return ids
 
     def add(self, capture: Capture, session: list | None = None) -> int:
         return self.add_many([(capture, session or [])])[0]
@@ -325,17 +333,11 @@ class Store:
             rows.append((message_id, verdict.level.value, now, h.get("from", ""), h.get("to", ""),
                          h.get("subject", ""), " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()),
                          h.get("from_address", ""), senders.get(message_id, ""), ips.get(message_id, ""), message_id))
-        cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as cur:
             cur.executemany(
                 "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
                 "failed, data, from_addr, sender_key, sender_ip) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
                 "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)", rows)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
 
     def history(self, capture: Capture, from_address: str) -> SenderHistory:
         """What earlier judged messages say about this capture's sender (the application, by AUTH user or IP)."""
@@ -358,15 +360,9 @@ class Store:
 
     def clear(self) -> int:
         """Delete every message, and every recorded attempt with them; returns how many messages there were."""
-        cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as cur:
             gone = cur.execute("DELETE FROM messages").rowcount
             cur.execute("DELETE FROM attempts")
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
         return gone
 
     def add_attempt(self, attempt: Attempt, session: list | None = None) -> int:
