@@ -200,8 +200,10 @@ class MaillabApp(App):
         message_list.reload()
         self._update_status()
         self._update_empty()
-        if message_list.selected_id in pending or (message_list.selected_id or 0) < 0:
-            self.load_detail(message_list.selected_id)
+        selected = message_list.selected_id
+        if selected in pending or (selected is not None and selected < 0 and self._shown_group is not None
+                                   and self.source.group(selected) != self._shown_group[0]):
+            self.load_detail(selected)  # a refused row's detail again only when its group was judged anew
 
     # selection and tabs -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ subtracting the group rows above it.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 from lab.retries import JudgedGroup, judged_groups
 from lab.store import Filter, Store, Summary
@@ -31,6 +31,7 @@ class ListSource:
         self._pages: dict[int, list[Summary]] = {}
         self._count: int | None = None
         self._groups: list[JudgedGroup] = []  # not delivered, newest first
+        self._newer: list[int] = []  # how many listed messages are newer than each of them
         self._slots: list[int] = []  # the list index of each of them
         self._ended: dict[int, JudgedGroup] = {}  # message id -> the refusals it came after
         self._by_key: dict[int, JudgedGroup] = {}
@@ -52,22 +53,26 @@ class ListSource:
 
     # attempt groups -------------------------------------------------------------------------------
 
-    def attempts_changed(self) -> bool:
+    def _marks(self) -> tuple[int | None, int | None]:
+        """The newest attempt and the newest message (two rowid probes): what changes the groups."""
+        return (self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0],
+                self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0])
+
+    def attempts_changed(self, marks: tuple[int | None, int | None] | None = None) -> bool:
         """Whether groups must be judged again: an attempt was recorded (or all were cleared), or new mail may
         have ended a group not yet delivered. The latter at most once a second: under a load of mail the list
         must not re-read the attempts on every repaint."""
-        newest = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
-        if newest != self._seen_attempt or self._seen_attempt is _UNSEEN:
+        newest_attempt, newest_message = marks or self._marks()
+        if newest_attempt != self._seen_attempt or self._seen_attempt is _UNSEEN:
             return True
         if not any(j.group.message is None for j in self._judged):
             return False
-        arrived = self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0] != self._seen_message
-        return arrived and time.monotonic() - self._judged_at >= self.rejudge_every
+        return newest_message != self._seen_message and time.monotonic() - self._judged_at >= self.rejudge_every
 
     def _refresh_groups(self) -> None:
-        if self.attempts_changed():
-            self._seen_attempt = self.store.db.execute("SELECT max(id) FROM attempts").fetchone()[0]
-            self._seen_message = self.store.db.execute("SELECT max(id) FROM messages").fetchone()[0]
+        marks = self._marks()
+        if self.attempts_changed(marks):
+            self._seen_attempt, self._seen_message = marks
             self._judged = judged_groups(self.store) if self._seen_attempt is not None else []
             self._judged_at = time.monotonic()
             self._ended = {j.group.message: j for j in self._judged if j.group.message is not None}
@@ -78,11 +83,11 @@ class ListSource:
             pending = [j for j in self._judged if j.group.message is None and j.refusals and self._matches(j)]
             self._groups = sorted(pending, key=lambda j: j.group.last, reverse=True)[:MAX_GROUP_ROWS]
         if not self._groups:
-            self._slots = []
+            self._slots = self._newer = []
             return
-        counts = ([0] * len(self._groups) if self._messages_hidden() else
-                  self.store.newer_counts([j.group.last for j in self._groups], self.filter))
-        self._slots = [n + k for k, n in enumerate(counts)]
+        self._newer = ([0] * len(self._groups) if self._messages_hidden() else
+                       self.store.newer_counts([j.group.last for j in self._groups], self.filter))
+        self._slots = [n + k for k, n in enumerate(self._newer)]
 
     def _messages_hidden(self) -> bool:
         return self.filter.level == REFUSED
@@ -164,9 +169,5 @@ class ListSource:
         position = self.store.position(key, self.filter)
         if position is None:
             return None
-        # the message's index among messages, shifted by the group rows listed above it
-        k = 0
-        while k < len(self._slots) and self._slots[k] - k <= position:
-            k += 1
-        return position + k
+        return position + bisect_right(self._newer, position)  # shifted by the group rows listed above it
 
