@@ -277,6 +277,8 @@ def test_each_message_of_a_long_session_keeps_the_preamble_and_its_own_transacti
     assert "> MAIL FROM:<n2@example.com>" in last
     assert "first@example.com" not in last and "n1@example.com" not in last  # earlier transactions are not repeated
     assert "(3 earlier messages in this session not shown)" in last
+    assert last.count("not shown") == 1  # one line counts them all: a long session's transcripts stay short
+    assert len(lab.wait(ids[-1]).session) == len(lab.wait(ids[-2]).session)
     assert "> RSET" not in last
     one = "\n".join(f"{d} {t}" for _, d, t in lab.wait(first).session)
     assert "> MAIL FROM:<first@example.com>" in one and "earlier message" not in one
