@@ -1,6 +1,6 @@
 """Provides Engine: the listeners, the group writer and the analysis worker, wired in one direction.
 
-listener -> writer (commit, then 250) -> analysis worker (analyse, save verdict) -> subscribers.
+listener -> writer (commit, then 250) -> analysis worker (analyse) -> writer (save verdict) -> subscribers.
 The analysis worker runs in its own thread so a slow DNS answer never holds up an SMTP session, and it
 analyses whatever was stored but not yet judged when the lab starts (after a crash, say).
 
@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,10 +58,13 @@ class Engine:
         self.pop3: asyncio.AbstractServer | None = None
         self.pop3_error: str | None = None  # why POP3 is not listening, when it could not
         self._judge = None  # built on the first re-check: the SMTP process does not analyse otherwise
-        self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis,
-                                     view=view if config.analysis == "thread" else None)
-        writer = ProcessWriter if config.analysis == "process" else GroupWriter
-        self.writer = writer(config.db_path, on_commit=self._committed, keep=config.max_messages)
+        if config.analysis == "process":  # verdicts travel to the writer process (see lab.commit)
+            self.writer = ProcessWriter(config.db_path, on_commit=self._committed, keep=config.max_messages,
+                                        on_judged=self._analysed, on_respawn=self._writer_respawned)
+            self.worker = AnalysisWorker(config, self._analysed, forward=self._forward_verdicts)
+        else:
+            self.writer = GroupWriter(config.db_path, on_commit=self._committed, keep=config.max_messages)
+            self.worker = AnalysisWorker(config, self._analysed, mode=config.analysis, view=view)
 
     def build_rules(self, tolerant: bool = False) -> RuleSet | RulesFile:
         """The rules file, or the built-in local parts. A file that does not load raises RulesError, unless
@@ -113,7 +117,17 @@ class Engine:
                 self.handler.refresh()  # back on the loop: the SMTP path sees the new rules from its next command
 
     def _committed(self, ids: list[int]) -> None:
+        self.worker.committed_at = time.monotonic()
         self.worker.ensure_alive()
+        self.worker.wake.set()
+
+    def _forward_verdicts(self, payload: bytes) -> None:
+        """Called in the analysis worker's reader thread: the writer is the event loop's."""
+        self._loop.call_soon_threadsafe(self.writer.forward, payload)
+
+    def _writer_respawned(self) -> None:
+        """Verdicts the dead writer held are gone: the analysis looks for unjudged mail from the oldest again."""
+        self.worker.reload.set()
         self.worker.wake.set()
 
     def build_view(self) -> DnsView:
@@ -223,6 +237,7 @@ class Engine:
 
     def _analysed(self, ids: list[int]) -> None:
         """Ids the worker judged: tell the subscribers (the UI reads what it shows from the store)."""
+        self.worker.judged_at = time.monotonic()
         for fn in self.subscribers:
             try:
                 fn(ids)

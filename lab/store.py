@@ -276,11 +276,14 @@ class Store:
         """
         return self.add_flat([flat(c, s) for c, s in items], keep)
 
-    def add_flat(self, rows: list[tuple], keep: int = 0) -> list[int]:
-        """add_many for captures already turned into `flat()` tuples (how the writer process receives them)."""
+    def add_flat(self, rows: list[tuple], keep: int = 0, verdicts: list[tuple] = ()) -> list[int]:
+        """add_many for captures already turned into `flat()` tuples (how the writer process receives them);
+        `verdicts` (rows from `verdict_rows`) share the transaction, so the writer process commits both."""
         ids = []
         attempts = False
         with self._write() as cur:
+            if verdicts:
+                cur.executemany(_INSERT_VERDICT, verdicts)
             for row in rows:
                 if row[0] == _ATTEMPT_TAG:
                     cur.execute(_INSERT_ATTEMPT, row[1:])
@@ -317,27 +320,17 @@ class Store:
 
     def save_judged(self, judged: list[tuple[Capture, Verdict]]) -> None:
         """save_verdicts for stored captures: their sender key and client IP go along, for the sender history."""
-        self.save_verdicts([(c.id, v) for c, v in judged], {c.id: sender_key(c) for c, _ in judged},
-                           {c.id: c.client.ip for c, _ in judged})
+        with self._write() as cur:
+            cur.executemany(_INSERT_VERDICT, judged_rows(judged))
 
     def save_verdicts(self, items: list[tuple[int, Verdict]], senders: dict[int, str] | None = None,
                       ips: dict[int, str] | None = None) -> None:
         """Store verdicts in one transaction (one fsync for a batch); a message deleted meanwhile gets none.
 
         `senders` maps a message id to its sender key (see `sender_key`), kept for the sender history."""
-        now = _now()
-        senders, ips = senders or {}, ips or {}
-        rows = []
-        for message_id, verdict in items:
-            h = verdict.headers
-            rows.append((message_id, verdict.level.value, now, h.get("from", ""), h.get("to", ""),
-                         h.get("subject", ""), " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()),
-                         h.get("from_address", ""), senders.get(message_id, ""), ips.get(message_id, ""), message_id))
+        rows = verdict_rows(items, senders, ips)
         with self._write() as cur:
-            cur.executemany(
-                "INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
-                "failed, data, from_addr, sender_key, sender_ip) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-                "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)", rows)
+            cur.executemany(_INSERT_VERDICT, rows)
 
     def history(self, capture: Capture, from_address: str) -> SenderHistory:
         """What earlier judged messages say about this capture's sender (the application, by AUTH user or IP)."""
@@ -597,6 +590,15 @@ class Store:
             (after, n, k, limit)).fetchall()
         return [_capture(r) for r in rows]
 
+    def oldest_unjudged(self, after: int = 0) -> tuple[int, datetime | None]:
+        """(an id up to which every message has a verdict, when the oldest message without one arrived), looking
+        only above `after`: called once a second with what it returned, it reads only the newest rows."""
+        top = self.db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+        row = self.db.execute("SELECT m.id, m.received_at FROM messages m LEFT JOIN verdicts v ON v.message_id = m.id "
+                              "WHERE m.id > ? AND m.id <= ? AND v.message_id IS NULL ORDER BY m.id LIMIT 1",
+                              (after, top)).fetchone()
+        return (row[0] - 1, datetime.fromisoformat(row[1])) if row else (top, None)
+
     def position(self, message_id: int, where: Filter | None = None) -> int | None:
         """Index of a message in the newest-first list, or None when the filter hides it."""
         clause, args = where.sql() if where else ("", [])
@@ -610,6 +612,31 @@ class Store:
 
     def ids(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]
+
+
+_INSERT_VERDICT = ("INSERT OR REPLACE INTO verdicts (message_id, level, analysed_at, from_header, to_header, subject, "
+                   "failed, data, from_addr, sender_key, sender_ip) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                   "WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)")
+
+
+def verdict_rows(items: list[tuple[int, Verdict]], senders: dict[int, str] | None = None,
+                 ips: dict[int, str] | None = None) -> list[tuple]:
+    """Verdicts as the verdicts table's rows: made where the verdict is, committed by whoever holds the store."""
+    now = _now()
+    senders, ips = senders or {}, ips or {}
+    rows = []
+    for message_id, verdict in items:
+        h = verdict.headers
+        rows.append((message_id, verdict.level.value, now, h.get("from", ""), h.get("to", ""),
+                     h.get("subject", ""), " ".join(verdict.failed_families()), json.dumps(verdict.to_dict()),
+                     h.get("from_address", ""), senders.get(message_id, ""), ips.get(message_id, ""), message_id))
+    return rows
+
+
+def judged_rows(judged: list[tuple[Capture, Verdict]]) -> list[tuple]:
+    """verdict_rows for stored captures: their sender key and client IP go along, for the sender history."""
+    return verdict_rows([(c.id, v) for c, v in judged], {c.id: sender_key(c) for c, _ in judged},
+                        {c.id: c.client.ip for c, _ in judged})
 
 
 def _now() -> str:

@@ -105,9 +105,14 @@ class GroupWriter:
 class ProcessWriter:
     """Group commit in a child process; `submit()` is called on the event loop that `start()` ran on."""
 
-    def __init__(self, db_path: Path, on_commit: Callable[[list[int]], None] | None = None, keep: int = 0):
+    def __init__(self, db_path: Path, on_commit: Callable[[list[int]], None] | None = None, keep: int = 0,
+                 on_judged: Callable[[list[int]], None] | None = None, on_respawn: Callable[[], None] | None = None):
+        """`on_judged(ids)`: verdicts handed to `forward()` were committed; `on_respawn()`: the child died and
+        a new one runs (verdict frames it had not committed are gone: whoever made them should look again)."""
         self.db_path = db_path
         self.on_commit = on_commit
+        self.on_judged = on_judged
+        self.on_respawn = on_respawn
         self.keep = keep
         self._ctx = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +160,11 @@ class ProcessWriter:
         self._send(_LEN.pack(len(payload)) + payload)
         return await fut
 
+    def forward(self, payload: bytes) -> None:
+        """Pass on a frame of verdict rows, pickled by an analysis process as `(VERDICTS, rows)`; on the loop."""
+        if not self._closing and self._proc is not None:
+            self._send(_LEN.pack(len(payload)) + payload)
+
     def _send(self, frame: bytes) -> None:
         if self._out:
             self._out += frame
@@ -195,12 +205,16 @@ class ProcessWriter:
             (size,) = _LEN.unpack_from(self._in)
             if len(self._in) < 4 + size:
                 break
-            kind, seqs, value = pickle.loads(self._in[4:4 + size])
+            kind, seqs, value, judged = pickle.loads(self._in[4:4 + size])
             del self._in[:4 + size]
             self._resolve(kind, seqs, value)
+            if judged and self.on_judged:
+                self.on_judged(judged)
 
     def _resolve(self, kind: str, seqs: list[int], value) -> None:
         if kind == "ok":
+            if not seqs:
+                return
             for seq, mid in zip(seqs, value, strict=True):
                 fut = self._pending.pop(seq, None)
                 if fut is not None and not fut.done():
@@ -232,6 +246,8 @@ class ProcessWriter:
             if not self._req.closed:
                 self._req.close()
             self._spawn()
+            if self.on_respawn:
+                self.on_respawn()
 
     async def close(self) -> None:
         """Let the child commit what it has, then stop it."""

@@ -1,4 +1,5 @@
-"""A dead analysis process is replaced: mail committed after it died still gets its verdict."""
+"""A dead analysis process is replaced: mail committed after it died still gets its verdict; verdicts lost on
+their way to the writer are made again."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ def test_killed_analysis_processes_are_replaced(tmp_path):
         while len(_analysis_children(proc.pid)) < 2:
             assert time.monotonic() < deadline, "no analysis processes"
             time.sleep(0.1)
+        # idle priority (set as each process starts): verdicts get only CPU that acknowledging mail does not want
+        while {os.sched_getscheduler(child) for child in _analysis_children(proc.pid)} != {os.SCHED_IDLE}:
+            assert time.monotonic() < deadline, "the analysis processes are not at idle priority"
+            time.sleep(0.05)
         for child in _analysis_children(proc.pid):
             os.kill(child, signal.SIGKILL)
         time.sleep(0.3)
@@ -98,3 +103,93 @@ def test_verdict_commits_never_checkpoint_and_a_backlog_is_checkpointed_as_it_dr
     worker.join(10)
     assert len(done) == 150 and len(calls) >= 3  # after each batch of 64, as more than 10 were written
     mail.close()
+
+
+def test_verdicts_lost_on_the_way_to_the_writer_are_made_again_after_a_reload(tmp_path):
+    """A writer process that dies takes the verdict frames it had not committed with it; the lab then sets
+    `reload`, and the analysis looks for unjudged mail from the oldest again instead of from its cursor."""
+    import pickle
+    import threading
+
+    from support import capture
+
+    from lab import analyser
+    from lab.config import Config
+    from lab.core.dnsview import LayeredView
+    from lab.store import Store
+
+    config = Config(data_dir=tmp_path, offline=True, spam_filters="off", blocklists="off")
+    mail = Store(config.db_path)
+    ids = [mail.add(capture(message(subject=f"n{n}"))) for n in range(5)]
+    sent: list[list[int]] = []
+    lost = threading.Event()
+
+    def send(frame: bytes) -> None:  # the first frames are lost, as with a writer killed before its commit
+        rows = pickle.loads(frame)[1]
+        if lost.is_set():
+            mail_rows.extend(rows)
+        sent.append([r[0] for r in rows])
+
+    mail_rows: list[tuple] = []
+    stopping, wake, reload = threading.Event(), threading.Event(), threading.Event()
+    worker = threading.Thread(target=analyser.backlog_loop, args=(config, stopping, wake, reload, lambda ids: None),
+                              kwargs={"view": LayeredView([]), "send": send})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(map(len, sent)) < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        lost.set()
+        wake.set()
+        time.sleep(0.3)
+        assert sum(map(len, sent)) == 5  # without a reload the cursor has passed them
+        reload.set()
+        wake.set()
+        while sorted(r[0] for r in mail_rows) != ids:
+            assert time.monotonic() < deadline, sent
+            time.sleep(0.02)
+    finally:
+        stopping.set()
+        wake.set()
+        worker.join(10)
+        mail.close()
+
+
+def test_verdicts_starved_of_cpu_are_rescued_at_normal_priority(tmp_path):
+    """The analysis processes run at idle priority, so a machine kept busy by something else could leave mail
+    unjudged for as long as it stays busy. Here they are stopped outright (SIGSTOP: the limit of starvation);
+    the lab notices verdicts waiting with none arriving and no mail coming in, and judges at normal priority."""
+    relay, submission, smtps = free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--data-dir", str(tmp_path), "--offline",
+                             "--relay-port", str(relay), "--submission-port", str(submission), "--smtps-port",
+                             str(smtps), "--pop3-port", "0", "--analysis-workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "MAILLAB_CONFIG": os.devnull})
+    stopped: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(_analysis_children(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "no analysis processes"
+            time.sleep(0.1)
+        stopped = _analysis_children(proc.pid)
+        for child in stopped:
+            os.kill(child, signal.SIGSTOP)
+        with smtplib.SMTP("127.0.0.1", relay) as s:
+            for i in range(4):
+                s.sendmail("a@example.com", ["b@example.net"], message(subject=f"starved {i}"))
+        con = sqlite3.connect(tmp_path / "maillab.db")
+        deadline = time.monotonic() + 30
+        while con.execute("SELECT count(*) FROM verdicts").fetchone()[0] < 4:
+            assert time.monotonic() < deadline, "starved verdicts were not rescued"
+            time.sleep(0.1)
+        con.close()
+        rescuers = [pid for pid in _analysis_children(proc.pid) if pid not in stopped]
+        assert len(rescuers) == 1 and os.sched_getscheduler(rescuers[0]) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, rescuers[0]) == os.getpriority(os.PRIO_PROCESS, proc.pid)
+    finally:
+        for child in stopped:
+            os.kill(child, signal.SIGCONT)
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert b"verdicts are starved of CPU" in err

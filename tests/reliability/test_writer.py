@@ -92,3 +92,77 @@ async def test_large_captures_cross_the_pipe_without_blocking_the_loop(tmp_path,
         assert all(store.raw(i) == raw for i in ids)
     finally:
         store.close()
+
+
+def _verdict_frame(store_path, mid: int, subject: str = "") -> bytes:
+    """What an analysis process sends: its verdict rows, pickled under the VERDICTS sequence number."""
+    import pickle
+
+    from lab.commit import VERDICTS
+    from lab.core.analyse import analyse
+    from lab.core.dnsview import LayeredView
+    from lab.store import judged_rows
+
+    store = Store(store_path)
+    try:
+        capture = store.get(mid).capture
+    finally:
+        store.close()
+    return pickle.dumps((VERDICTS, judged_rows([(capture, analyse(capture, LayeredView([])))])))
+
+
+async def _until(predicate, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_forwarded_verdicts_are_committed_with_the_captures_and_reported(tmp_path):
+    """Analysis processes never write (they run at idle priority and must hold no lock the capture path waits
+    for): the writer commits their verdicts, in the same transaction as captures that queued with them."""
+    Store(tmp_path / "db").close()
+    judged: list[int] = []
+    writer = ProcessWriter(tmp_path / "db", on_judged=judged.extend)
+    writer.start()
+    try:
+        first = await writer.submit(_capture(1), [])
+        frame = _verdict_frame(tmp_path / "db", first)
+        os.kill(writer._proc.pid, signal.SIGSTOP)  # the verdict and the next capture queue up together
+        writer.forward(frame)
+        second = asyncio.ensure_future(writer.submit(_capture(2), []))
+        await asyncio.sleep(0.1)
+        os.kill(writer._proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(second, 20)
+        await _until(lambda: judged == [first])
+    finally:
+        await writer.close()
+    store = Store(tmp_path / "db")
+    try:
+        assert store.get(first).verdict is not None and store.get(second.result()).verdict is None
+    finally:
+        store.close()
+
+
+async def test_a_verdict_that_cannot_be_stored_never_costs_a_capture_its_commit(tmp_path):
+    import pickle
+
+    from lab.commit import VERDICTS
+
+    Store(tmp_path / "db").close()
+    judged: list[int] = []
+    writer = ProcessWriter(tmp_path / "db", on_judged=judged.extend)
+    writer.start()
+    try:
+        os.kill(writer._proc.pid, signal.SIGSTOP)
+        writer.forward(pickle.dumps((VERDICTS, [(1, "fail")])))  # two columns where the table wants eleven
+        pending = [asyncio.ensure_future(writer.submit(_capture(i), [])) for i in range(3)]
+        await asyncio.sleep(0.1)
+        os.kill(writer._proc.pid, signal.SIGCONT)
+        ids = await asyncio.wait_for(asyncio.gather(*pending), 20)
+        assert len(set(ids)) == 3
+        later = await writer.submit(_capture(7), [])
+        writer.forward(_verdict_frame(tmp_path / "db", later))
+        await _until(lambda: judged == [later])  # the writer goes on; the bad frame reported nothing
+    finally:
+        await writer.close()
