@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab import __version__
-from lab.config import Config, exposed_warning, load
-from lab.core.dnsview import ZoneSyntaxError
-from lab.core.message import ParsedMessage, parse_mailboxes
-from lab.core.model import Capture, Client, Envelope, Listener, Transport
-from lab.core.results import Level
-from lab.render import message_json, verdict_text
-from lab.textsafe import visible
+from lab.lazyimport import defer_unused_imports
+
+defer_unused_imports()  # before the libraries load: dnspython's resolver, PyNaCl... only when used
+
+from lab.config import Config, exposed_warning, load  # noqa: E402
+from lab.core.dnsview import ZoneSyntaxError  # noqa: E402
+from lab.core.message import ParsedMessage, parse_mailboxes  # noqa: E402
+from lab.core.model import Capture, Client, Envelope, Listener, Transport  # noqa: E402
+from lab.core.results import Level  # noqa: E402
+from lab.render import message_json, verdict_text  # noqa: E402
+from lab.textsafe import visible  # noqa: E402
 
 if TYPE_CHECKING:
     from lab.store import Store

@@ -51,12 +51,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
-from publicsuffixlist import PublicSuffixList
-
-from lab.core import mime
+from lab.core import mime, psl
 from lab.core.checks.dmarc import org_domain
 from lab.core.context import Context
 from lab.core.links import MAX_LINKS, HtmlLinks, Link, attributes, host, text_links
@@ -542,11 +539,6 @@ def _normal(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).lower().split())
 
 
-@cache
-def _strict_psl() -> PublicSuffixList:
-    return PublicSuffixList(accept_unknown=False)
-
-
 def _shown_domain(text: str) -> str | None:
     """The domain a link's text shows, when the whole text reads as an address (a URL, www.…, or a name
     under a public suffix), else None: "Click here" and "index.html" show no domain."""
@@ -558,7 +550,7 @@ def _shown_domain(text: str) -> str | None:
     if m.group(1) or m.group(2):
         return host(text if m.group(1) else "http://" + text)
     try:
-        return name if _strict_psl().publicsuffix(name) else None
+        return name if psl.has_listed_suffix(name) else None
     except Exception:  # noqa: BLE001 - odd labels are not a domain
         return None
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
+from lab.core import psl
 from lab.core.context import Context
 from lab.core.dnsview import DnsTempError, DnsView, txt_records
 from lab.core.results import AuthResult, CheckResult, Level, check
@@ -20,12 +21,11 @@ POLICIES = ("none", "quarantine", "reject")
 _DMARC_V = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.6.3: other records are discarded
 
 
-@cache
 def _psl() -> PublicSuffixList:
     """The bundled list, its rules kept as written (Unicode): building the punycode twin of all ~10,000
     rules took 0.2 s, the largest part of a cold `maillab check`. A name with xn-- labels is looked up in
-    Unicode instead (_org_with)."""
-    return PublicSuffixList(accept_encoded_idn=False)
+    Unicode instead (_bundled_org_domain)."""
+    return psl.bundled()
 
 
 def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
@@ -45,14 +45,11 @@ def _bundled_org_domain(domain: str) -> str:
     domain = domain.rstrip(".").lower()
     if "xn--" not in domain:
         return _org_with(_psl(), domain)
-    labels = domain.split(".")
-    try:
-        shown = ".".join(label.encode("ascii").decode("idna") if label.startswith("xn--") else label
-                         for label in labels)
-    except UnicodeError:  # not valid punycode: looked up as it is
+    shown = psl.unicode_name(domain)
+    if shown is None:  # not valid punycode: looked up as it is
         return _org_with(_psl(), domain)
     found = _org_with(_psl(), shown)
-    return ".".join(labels[-(found.count(".") + 1):])  # the same labels, as the message wrote them
+    return ".".join(domain.split(".")[-(found.count(".") + 1):])  # the same labels, as the message wrote them
 
 
 def _org_with(psl: PublicSuffixList, domain: str) -> str:
