@@ -255,7 +255,7 @@ def _view(config: Config):
     from lab.resolver import build_view
 
     try:
-        return build_view(config.zones, config.offline, config.nameserver)
+        return build_view(config.zones, config.offline, config.nameserver, cache_dir=config.zone_cache)
     except (ZoneSyntaxError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from exc
 

@@ -72,6 +72,12 @@ class Config:
         return self.data_dir / "maillab.db"
 
     @property
+    def zone_cache(self) -> Path:
+        """What overlay zone texts parse to, kept by lab.resolver so a `maillab check` need not load dnspython's
+        zone parser again."""
+        return self.data_dir / "cache" / "zones"
+
+    @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
 

@@ -47,6 +47,8 @@ def defer_unused_imports() -> None:
 
     if "dns.name" in sys.modules or "dkim" in sys.modules:
         return
+    import dns.rdatatype  # pyspf reads it at import, where the real resolver would have imported it
+
     defer("importlib.metadata")
     defer("dns.resolver")
     defer("nacl.signing")

@@ -6,6 +6,7 @@ two seconds and gives `temperror`, never a hang. `--offline` skips it entirely.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,9 +71,17 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     return text, 53
 
 
-def load_zones(paths: Iterable[str | Path], errors: list[str] | None = None) -> ZoneView:
+ZONE_CACHE_FORMAT = 1  # raise when rdata_value changes what a record becomes
+ZONE_CACHE_KEEP = 64  # parsed zone texts kept; the oldest go first
+
+
+def load_zones(paths: Iterable[str | Path], errors: list[str] | None = None,
+               cache_dir: Path | None = None) -> ZoneView:
     """Read zone overlay files. A file that cannot be read or parsed raises with its name and line, or,
-    when `errors` is given, is left out and described there (the TUI keeps running without it)."""
+    when `errors` is given, is left out and described there (the TUI keeps running without it).
+
+    With `cache_dir`, what a zone text parses to is kept there under the hash of the text: dnspython
+    parses a record in 0.2 ms and takes 30 ms to import, a quarter of what `maillab check` may cost."""
     views = []
     for p in paths:
         path = Path(p).expanduser()
@@ -81,7 +90,8 @@ def load_zones(paths: Iterable[str | Path], errors: list[str] | None = None) -> 
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise FileNotFoundError(f"zone file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-            views.append(ZoneView.from_text(text, label=str(path)))
+            label = str(path)
+            views.append(_cached(text, label, cache_dir) if cache_dir else ZoneView.from_text(text, label=label))
         except (FileNotFoundError, ZoneSyntaxError) as exc:
             if errors is None:
                 raise
@@ -89,9 +99,41 @@ def load_zones(paths: Iterable[str | Path], errors: list[str] | None = None) -> 
     return ZoneView.merge(views)
 
 
+def _cached(text: str, label: str, cache_dir: Path) -> ZoneView:
+    """The view of a zone text, from the cache or parsed (and then kept). A cache that cannot be read or
+    written is no cache: the text is parsed, as without one."""
+    import hashlib
+    import marshal
+    import sys
+
+    import dns.version
+
+    key = hashlib.sha256(f"{ZONE_CACHE_FORMAT} {dns.version.version} {sys.version_info[:2]}\n{text}".encode(
+        "utf-8", "surrogatepass")).hexdigest()
+    entry = cache_dir / f"{key}.zone"
+    try:
+        return ZoneView(marshal.loads(entry.read_bytes()), label=label)
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    view = ZoneView.from_text(text, label=label)
+    try:
+        for missing in reversed([d for d in (cache_dir, *cache_dir.parents) if not d.exists()]):
+            missing.mkdir(mode=0o700, exist_ok=True)  # what is made here (the data directory too) is owner-only
+        partial = entry.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(marshal.dumps(view.records))
+        os.replace(partial, entry)
+        kept = sorted(cache_dir.glob("*.zone"), key=lambda f: f.stat().st_mtime)
+        for old in kept[:-ZONE_CACHE_KEEP]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return view
+
+
 def build_view(zones: Iterable[str | Path], offline: bool, nameserver: str | None = None,
-               extra: Iterable[ZoneView] = (), errors: list[str] | None = None) -> LayeredView:
-    overlay = ZoneView.merge([load_zones(zones, errors), *extra])
+               extra: Iterable[ZoneView] = (), errors: list[str] | None = None,
+               cache_dir: Path | None = None) -> LayeredView:
+    overlay = ZoneView.merge([load_zones(zones, errors, cache_dir), *extra])
     return LayeredView(overlay, None if offline else SystemView(nameserver))
 
 

@@ -12,12 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import dns.name
-import dns.rdataclass
-import dns.rdatatype
-import dns.tokenizer
-import dns.zonefile
-
 _DIRECTIVES = {"$ORIGIN", "$TTL", "$GENERATE"}  # no $INCLUDE: the core reads no files
 
 
@@ -85,6 +79,12 @@ class ZoneView:
     @classmethod
     def from_text(cls, text: str, origin: str = ".", label: str = "overlay") -> ZoneView:
         """Parse RFC 1035 master-file text; SOA and NS are not required, `$ORIGIN` and `$TTL` work."""
+        import dns.name  # here: 30 ms of imports that a check reading its zones from lab.resolver's cache skips
+        import dns.rdataclass
+        import dns.rdatatype
+        import dns.tokenizer
+        import dns.zonefile
+
         try:
             manager = dns.zonefile.RRSetsReaderManager(dns.name.from_text(origin), False, dns.rdataclass.IN)
             with manager.writer(True) as txn:
