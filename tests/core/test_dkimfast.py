@@ -22,6 +22,7 @@ def test_they_are_installed():
     assert dkim.crypto.int2str is dkimfast.int2str and dkim.crypto.str2int is dkimfast.str2int
     assert dkim.parse_public_key is dkimfast.parse_public_key
     assert dkim.canonicalization.compress_whitespace is dkimfast.compress_whitespace
+    assert dkim.parse_tag_value is dkim.util.parse_tag_value is dkimfast.parse_tag_value
 
 
 @pytest.mark.parametrize("bits", [0, 1, 7, 8, 9, 1023, 1024, 2048, 4096])
@@ -89,3 +90,18 @@ def test_the_b_tag_pattern_blanks_the_same_bytes_on_random_signature_fields():
     for _ in range(20000):
         data = b"".join(RNG.choice(pieces) for _ in range(RNG.randrange(0, 18)))
         assert dkimfast.RE_BTAG.sub(b"\\1", data) == original.sub(b"\\1", data), data
+
+
+def test_tag_value_lists_parse_the_same_on_random_input_including_errors():
+    original = dkimfast.original("parse_tag_value")
+    pieces = [b"v", b"a", b"=", b";", b" ", b"\t", b"1", b"_", b"rsa-sha256", b"x=y", b"9", b"\xff", b"\r\n", b"b=", b"; "]
+
+    def outcome(fn, data):
+        try:
+            return fn(data)
+        except Exception as exc:  # noqa: BLE001 - the error raised is part of the behaviour compared
+            return type(exc), exc.args
+
+    for _ in range(20000):
+        data = b"".join(RNG.choice(pieces) for _ in range(RNG.randrange(0, 14)))
+        assert outcome(dkimfast.parse_tag_value, data) == outcome(original, data), data

@@ -11,7 +11,6 @@ import re
 from functools import lru_cache
 
 import dkim
-from dkim.util import parse_tag_value
 
 from lab.core import dkimfast
 from lab.core.context import Context
@@ -21,6 +20,7 @@ from lab.core.results import AuthResult, CheckResult, Level, check
 dkimfast.install()  # dkimpy's slowest pure-Python helpers, replaced where they agree (lab.core.dkimfast)
 
 MIN_KEY_BITS = 1024
+_SPACES = re.compile(r"\s+")
 MAX_SIGNATURES = 20  # verified per message; the rest are reported, not checked (receivers cap this too)
 
 # the rule behind each failure reason
@@ -110,7 +110,7 @@ def check_dkim(ctx: Context) -> list[CheckResult]:
 
 def _verify(ctx: Context, verifier: dkim.DKIM, idx: int, raw_value: str, collector: Collector) -> CheckResult:
     try:
-        tags = parse_tag_value(raw_value.encode("utf-8", "surrogateescape"))
+        tags = dkim.util.parse_tag_value(raw_value.encode("utf-8", "surrogateescape"))
     except Exception:  # noqa: BLE001
         tags = {}
     d = _tag(tags, b"d").lower() or "unknown"
@@ -221,7 +221,7 @@ def _key_facts_of(record: bytes) -> tuple[tuple[str, str], ...]:
 
 def _tag(tags: dict, name: bytes) -> str:
     value = tags.get(name, b"")
-    return re.sub(r"\s+", "", value.decode("utf-8", "replace"))
+    return _SPACES.sub("", value.decode("utf-8", "replace"))
 
 
 def _short(record: bytes | None) -> str | None:
