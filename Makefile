@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/analysis.py
 	$(PY) bench/tui_list.py
+	$(PY) bench/tui_load.py
 	$(PY) bench/serve_rss.py
 	$(PY) bench/latency.py
 	$(PY) bench/cold_start.py

@@ -69,6 +69,8 @@ class MaillabApp(App):
         self.store: Store | None = None
         self.source: ListSource | None = None
         self._pending: set[int] = set()
+        self._status_text: Text | None = None  # what the status line shows, and in how many lines
+        self._status_lines = 0
         self._shown: Stored | None = None
         self._shown_group: tuple[JudgedGroup, Attempt | None, list] | None = None
         self._rendered: set[str] = set()
@@ -167,7 +169,15 @@ class MaillabApp(App):
             if refused:
                 text.append("   refused, not delivered: ", style="bold")
                 text.append(f"{refused}", style="yellow")
-        self.query_one("#status", Static).update(text)
+        status = self.query_one("#status", Static)
+        if text == self._status_text:
+            return
+        # a new layout (every widget measured again: 30-60 ms with a message's detail shown) only when the
+        # status needs another number of lines; while mail arrives it is the counts that change, every tick
+        width = max(1, status.content_region.width or self.size.width - 2)
+        lines = len(text.wrap(self.console, width))
+        status.update(text, layout=lines != self._status_lines)
+        self._status_text, self._status_lines = text, lines
 
     def _update_empty(self) -> None:
         empty = self.store is not None and self.store.count() == 0 and not (self.source and self.source.refused_rows)

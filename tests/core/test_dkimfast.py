@@ -94,7 +94,8 @@ def test_the_b_tag_pattern_blanks_the_same_bytes_on_random_signature_fields():
 
 def test_tag_value_lists_parse_the_same_on_random_input_including_errors():
     original = dkimfast.original("parse_tag_value")
-    pieces = [b"v", b"a", b"=", b";", b" ", b"\t", b"1", b"_", b"rsa-sha256", b"x=y", b"9", b"\xff", b"\r\n", b"b=", b"; "]
+    pieces = [b"v", b"a", b"=", b";", b" ", b"\t", b"1", b"_", b"rsa-sha256", b"x=y", b"9", b"\xff", b"\r\n", b"b=",
+              b"; "]
 
     def outcome(fn, data):
         try:

@@ -239,3 +239,34 @@ async def test_the_status_line_names_the_pop3_listener(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.2)
         assert f"pop3 :{port}" in plain(app.query_one("#status").render())
+
+
+async def test_new_mail_above_a_scrolled_list_moves_the_scrollbar_not_the_rows(tmp_path):
+    """New mail changes the list's virtual height; unless the scrollbar comes or goes that no longer lays out
+    the whole screen (30-60 ms with a message's detail shown, on every tick while mail arrived): the
+    scrollbar and the rows on screen must still follow."""
+    from support import capture
+
+    from lab.store import Store
+    from lab.ui.messages import Analysed
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(MessageList)
+        store = Store(app.config.db_path)
+        try:
+            ids = [store.add(capture(message(subject=f"old {n}"))) for n in range(40)]
+            app.post_message(Analysed(ids[-1]))
+            await until(pilot, lambda: listing.count == 40)
+            await pilot.press("G")  # the oldest, at the bottom: the list scrolls
+            await until(pilot, lambda: listing.selected_id == ids[0] and listing.scroll_offset.y > 0)
+            top, bar = listing.scroll_offset.y, listing.vertical_scrollbar
+            assert listing.show_vertical_scrollbar and bar.window_virtual_size == 41
+            new = [store.add(capture(message(subject=f"new {n}"))) for n in range(5)]
+            app.post_message(Analysed(new[-1]))
+            await until(pilot, lambda: listing.count == 45)
+            assert listing.virtual_size.height == 46 and bar.window_virtual_size == 46
+            assert listing.scroll_offset.y == top + 5 and listing.selected_id == ids[0]  # the same rows in view
+            assert "messages: 45" in str(app.query_one("#status").render())
+        finally:
+            store.close()

@@ -190,3 +190,45 @@ def test_a_pass_verdict_says_every_check_passes(view):
                       verdict.authentication_results, verdict.disposition, score=verdict.score)
     assert "every check passes" in draw(head(passing))
     assert "every check passes" not in draw(head(newsletter(view, "gmail")))
+
+
+def test_hanging_rows_draw_what_a_two_column_grid_draws_styles_included():
+    """The check panes draw their rows with Hanging instead of a Table.grid (a table measured every cell each
+    time Textual measured or drew a pane): line for line, style for style, at every width, long words included."""
+    import random
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from lab.ui.format import STYLE, SYMBOL
+    from lab.ui.widgets.verdict_view import Hanging
+
+    def grid(rows):
+        table = Table.grid(padding=(0, 1), expand=True)
+        table.add_column(no_wrap=True)
+        table.add_column(ratio=1)
+        for label, body in rows:
+            table.add_row(label, body)
+        return table
+
+    def ansi(renderable, width):
+        console = Console(width=width, file=io.StringIO(), color_system="truecolor", force_terminal=True)
+        with console.capture() as out:
+            console.print(renderable)
+        return out.get()
+
+    rng = random.Random(4285)
+    words = ["dkim.example.com", "(pass)", "Valid", "signature", "https://example.com/" + "x" * 90, "\n", "key:",
+             "é", "日本語", "  ", "a" * 30, "\t", "fix:", "", "\x1b"]
+    for _ in range(600):
+        rows = []
+        for _ in range(rng.randrange(1, 4)):
+            level = rng.choice(list(Level))
+            body = Text()
+            for _ in range(rng.randrange(0, 12)):
+                body.append(rng.choice(words) + rng.choice(["", " "]), style=rng.choice(["", "bold", "dim"]))
+            rows.append((Text(f"{SYMBOL[level]} {level.value:4}", style=STYLE[level]), body))
+        width = rng.randrange(12, 130)
+        drawn = Hanging(rows)
+        assert ansi(drawn, width) == ansi(grid(rows), width), (width, rows)
+        assert ansi(drawn, width) == ansi(drawn, width)  # drawn once per width, then handed out again

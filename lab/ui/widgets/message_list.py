@@ -71,7 +71,7 @@ class MessageList(ScrollView, can_focus=True):
         """Re-read the count and rows; the cursor stays on the same message when it is still listed."""
         self.source.invalidate()
         count = self.source.count()
-        self.virtual_size = Size(self.size.width, count + 1)  # +1: the column header line
+        self._set_rows(count + 1)  # +1: the column header line
         index = None
         if keep_selection and self.selected_id is not None:
             index = self.source.index_of(self.selected_id)
@@ -83,6 +83,21 @@ class MessageList(ScrollView, can_focus=True):
         if shift > 0 and old_top > 0:  # new mail above: keep the same rows on screen
             self.scroll_to(y=old_top + shift, animate=False)
         self.refresh()
+
+    def _set_rows(self, height: int) -> None:
+        """The list's virtual height. Setting `virtual_size` lays out the whole screen again (every widget
+        measured: 30-60 ms with a message's detail shown), which new mail did on every tick. Unless the
+        scrollbar comes or goes, the rows' count is all that changed: the scrollbar is told, nothing else."""
+        new = Size(self.size.width, height)
+        old = self.virtual_size
+        view = self.scrollable_content_region.height
+        if not view or new.width != old.width or (old.height > view) != (height > view):
+            self.virtual_size = new
+            return
+        self.set_reactive(MessageList.virtual_size, new)
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.window_virtual_size = height
+            self.vertical_scrollbar.refresh()
 
     def _row_id(self, index: int) -> int | None:
         row = self.source.row(index)

@@ -13,6 +13,7 @@ from datetime import UTC
 
 from rich.console import Group
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from textual.containers import VerticalScroll
@@ -137,12 +138,41 @@ def head(verdict: Verdict, why_lines: int = WHY_LINES) -> Table:
     return grid
 
 
-def check_text(checks) -> Table:
+class Hanging:
+    """Rows of a label and a body, the body wrapped beside the label and its further lines indented under it:
+    what a two-column `Table.grid(padding=(0, 1), expand=True)` draws, line for line (tests/ui/
+    test_verdict_view.py compares them), without the table. Rich measures every cell of a table to size its
+    columns each time Textual measures or draws a pane: showing a message took 55 ms from the call to the
+    screen drawn, and a keypress waited behind it."""
+
+    def __init__(self, rows: list[tuple[Text, Text]]):
+        self.rows = rows
+        self._drawn: tuple[int, list[Segment]] | None = None  # Textual measures a pane, then draws it: once
+
+    def __rich_console__(self, console, options):
+        width = options.max_width
+        if self._drawn is None or self._drawn[0] != width:
+            self._drawn = (width, list(self._draw(console, width)))
+        return self._drawn[1]
+
+    def _draw(self, console, width: int):
+        label_width = max((label.cell_len for label, _ in self.rows), default=0)
+        body_width = max(1, width - label_width - 1)
+        indent = " " * (label_width + 1)
+        newline = Segment.line()
+        for label, body in self.rows:
+            lines = body.wrap(console, body_width, justify="left", overflow="ellipsis")
+            for i, line in enumerate(lines):
+                line.truncate(body_width, overflow="ellipsis", pad=True)
+                head = (label, " " * (label_width - label.cell_len + 1)) if i == 0 else (indent,)
+                yield from Text.assemble(*head, line).render(console)  # segments: a Text would be wrapped again
+                yield newline
+
+
+def check_text(checks) -> Hanging:
     """The checks of one family, one row each: the level, then the id, result, points and summary, with the
     evidence, fix and rule under the summary (a hanging indent, so wrapped lines stay readable)."""
-    grid = Table.grid(padding=(0, 1), expand=True)
-    grid.add_column(no_wrap=True)
-    grid.add_column(ratio=1)
+    rows = []
     for ch in checks:
         level = Text(f"{SYMBOL[ch.level]} {ch.level.value:4}", style=STYLE[ch.level])
         body = Text()
@@ -160,8 +190,8 @@ def check_text(checks) -> Table:
             body.append(visible(ch.fix))
         if ch.ref:
             body.append(f"\n{visible(ch.ref)}", style="dim italic")
-        grid.add_row(level, body)
-    return grid
+        rows.append((level, body))
+    return Hanging(rows)
 
 
 def group_head(judged: JudgedGroup) -> Group:
