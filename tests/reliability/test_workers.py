@@ -29,18 +29,36 @@ def _analysis_children(pid: int) -> list[int]:
     return found
 
 
-def test_killed_analysis_processes_are_replaced(tmp_path):
+def _serve(tmp_path) -> tuple[subprocess.Popen, int]:
+    """`maillab serve` with two analysis processes, once both are running; (the process, its relay port)."""
     relay, submission, smtps = free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--data-dir", str(tmp_path), "--offline",
                              "--relay-port", str(relay), "--submission-port", str(submission), "--smtps-port",
                              str(smtps), "--pop3-port", "0", "--analysis-workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "MAILLAB_CONFIG": os.devnull})
+    deadline = time.monotonic() + 20
+    while len(_analysis_children(proc.pid)) < 2:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no analysis processes")
+        time.sleep(0.1)
+    return proc, relay
+
+
+def _verdicts(db, n: int, why: str) -> None:
+    con = sqlite3.connect(db)
+    deadline = time.monotonic() + 30
+    while con.execute("SELECT count(*) FROM verdicts").fetchone()[0] < n:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.1)
+    con.close()
+
+
+def test_killed_analysis_processes_are_replaced(tmp_path):
+    proc, relay = _serve(tmp_path)
     try:
         deadline = time.monotonic() + 20
-        while len(_analysis_children(proc.pid)) < 2:
-            assert time.monotonic() < deadline, "no analysis processes"
-            time.sleep(0.1)
         # idle priority (set as each process starts): verdicts get only CPU that acknowledging mail does not want
         while {os.sched_getscheduler(child) for child in _analysis_children(proc.pid)} != {os.SCHED_IDLE}:
             assert time.monotonic() < deadline, "the analysis processes are not at idle priority"
@@ -51,12 +69,7 @@ def test_killed_analysis_processes_are_replaced(tmp_path):
         with smtplib.SMTP("127.0.0.1", relay) as s:
             for i in range(4):  # ids of both shares
                 s.sendmail("a@example.com", ["b@example.net"], message(subject=f"after the crash {i}"))
-        con = sqlite3.connect(tmp_path / "maillab.db")
-        deadline = time.monotonic() + 30
-        while con.execute("SELECT count(*) FROM verdicts").fetchone()[0] < 4:
-            assert time.monotonic() < deadline, "no verdicts after the analysis processes died"
-            time.sleep(0.1)
-        con.close()
+        _verdicts(tmp_path / "maillab.db", 4, "no verdicts after the analysis processes died")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
@@ -160,30 +173,16 @@ def test_verdicts_starved_of_cpu_are_rescued_at_normal_priority(tmp_path):
     """The analysis processes run at idle priority, so a machine kept busy by something else could leave mail
     unjudged for as long as it stays busy. Here they are stopped outright (SIGSTOP: the limit of starvation);
     the lab notices verdicts waiting with none arriving and no mail coming in, and judges at normal priority."""
-    relay, submission, smtps = free_ports(3)
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--data-dir", str(tmp_path), "--offline",
-                             "--relay-port", str(relay), "--submission-port", str(submission), "--smtps-port",
-                             str(smtps), "--pop3-port", "0", "--analysis-workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "MAILLAB_CONFIG": os.devnull})
+    proc, relay = _serve(tmp_path)
     stopped: list[int] = []
     try:
-        deadline = time.monotonic() + 20
-        while len(_analysis_children(proc.pid)) < 2:
-            assert time.monotonic() < deadline, "no analysis processes"
-            time.sleep(0.1)
         stopped = _analysis_children(proc.pid)
         for child in stopped:
             os.kill(child, signal.SIGSTOP)
         with smtplib.SMTP("127.0.0.1", relay) as s:
             for i in range(4):
                 s.sendmail("a@example.com", ["b@example.net"], message(subject=f"starved {i}"))
-        con = sqlite3.connect(tmp_path / "maillab.db")
-        deadline = time.monotonic() + 30
-        while con.execute("SELECT count(*) FROM verdicts").fetchone()[0] < 4:
-            assert time.monotonic() < deadline, "starved verdicts were not rescued"
-            time.sleep(0.1)
-        con.close()
+        _verdicts(tmp_path / "maillab.db", 4, "starved verdicts were not rescued")
         rescuers = [pid for pid in _analysis_children(proc.pid) if pid not in stopped]
         assert len(rescuers) == 1 and os.sched_getscheduler(rescuers[0]) == os.SCHED_OTHER
         assert os.getpriority(os.PRIO_PROCESS, rescuers[0]) == os.getpriority(os.PRIO_PROCESS, proc.pid)

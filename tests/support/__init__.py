@@ -87,3 +87,19 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def psl_rule_names(label: str) -> list[str]:
+    """`label` under every rule of the Public Suffix List bundled with publicsuffixlist (wildcards filled in),
+    as written and, for internationalised rules, in punycode too: for comparing lookups with the library's."""
+    from publicsuffixlist import PSLFILE
+
+    text = Path(PSLFILE).read_text(encoding="utf-8")
+    rules = [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("//")]
+    names = []
+    for rule in rules:
+        name = f"{label}." + rule.lstrip("!").replace("*", "w")
+        names.append(name)
+        if not name.isascii():
+            names.append(name.encode("idna").decode("ascii"))
+    return names
