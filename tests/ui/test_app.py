@@ -270,3 +270,37 @@ async def test_new_mail_above_a_scrolled_list_moves_the_scrollbar_not_the_rows(t
             assert "messages: 45" in str(app.query_one("#status").render())
         finally:
             store.close()
+
+
+async def test_while_mail_keeps_arriving_the_list_is_reread_at_most_every_flush_gap(tmp_path):
+    """Re-reading the list on every 150 ms tick took a quarter of the UI thread at 500 msg/s (bench/tui_load.py):
+    judged mail is shown at once after a quiet spell, then at most every FLUSH_GAP seconds; what is held back
+    stays pending, and deleting or clearing shows at once."""
+    import time
+
+    from support import capture
+
+    from lab.store import Store
+    from lab.ui import app as app_module
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        listing = app.query_one(MessageList)
+        store = Store(app.config.db_path)
+        try:
+            first, second = (store.add(capture(message(subject=f"m{n}"))) for n in range(2))
+            app._flushed = time.monotonic() - app_module.FLUSH_GAP  # quiet for a while: shown at once
+            app._pending.add(first)
+            app._flush_pending()
+            assert listing.count == 2 and not app._pending  # (both are stored; the list reads the store)
+            third = store.add(capture(message(subject="m2")))
+            app._pending.add(third)
+            app._flush_pending()  # right after the last re-read: held back
+            assert listing.count == 2 and app._pending == {third}
+            app._flush_pending(now=True)
+            assert listing.count == 3 and not app._pending
+            store.add(capture(message(subject="m3")))
+            app._pending.add(-1)
+            await until(pilot, lambda: listing.count == 4)  # a later tick shows what was held back
+        finally:
+            store.close()
