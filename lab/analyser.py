@@ -155,6 +155,15 @@ def _process_main(config: Config, stopping, wake, reload, results, output, share
                  output_lock=output_lock, send=results.put if relay else None, needed=needed)
 
 
+def starved(waited: float, since_verdict: float, since_mail: float, rescuing: bool) -> bool:
+    """Whether verdicts need a rescuer: the oldest unjudged message has waited STARVED_AFTER seconds, no verdict
+    came for a second (while rescuing, the verdicts that come are the rescuer's own), and either no mail came
+    for half a second (the lab's own burst is not starvation: verdicts drain after it) or it has waited
+    RESCUE_ANYWAY seconds."""
+    return (waited > STARVED_AFTER and (rescuing or since_verdict > 1.0)
+            and (since_mail > 0.5 or waited > RESCUE_ANYWAY))
+
+
 class _Fanout:
     """One `set()` for the events of every worker: each worker clears only its own."""
 
@@ -244,10 +253,7 @@ class AnalysisWorker:
                 continue
             now = time.monotonic()
             waited = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-            rescuing = self._needed.is_set()  # then the verdicts that flow are the rescuer's own
-            starved = (waited > STARVED_AFTER and (rescuing or now - self.judged_at > 1.0)
-                       and (now - self.committed_at > 0.5 or waited > RESCUE_ANYWAY))
-            self.rescue(starved)
+            self.rescue(starved(waited, now - self.judged_at, now - self.committed_at, self._needed.is_set()))
         if store is not None:
             store.close()
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from support import free_ports, message
 
 
@@ -192,3 +193,18 @@ def test_verdicts_starved_of_cpu_are_rescued_at_normal_priority(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert b"verdicts are starved of CPU" in err
+
+
+@pytest.mark.parametrize(("waited", "since_verdict", "since_mail", "rescuing", "expected"), [
+    (0.5, 5.0, 5.0, False, False),  # judged soon enough
+    (3.0, 5.0, 5.0, False, True),  # waited, nothing judged, no mail coming: starved
+    (3.0, 0.2, 5.0, False, False),  # verdicts are flowing: the backlog is draining
+    (3.0, 0.2, 5.0, True, True),  # ... but they are the rescuer's own: keep it going
+    (3.0, 5.0, 0.1, False, False),  # mail still pouring in: the lab's own burst, verdicts drain after it
+    (11.0, 5.0, 0.1, False, True),  # ... unless a message has waited RESCUE_ANYWAY
+    (0.0, 5.0, 5.0, True, False),  # nothing waits: the rescuer is called off
+])
+def test_when_verdicts_need_a_rescuer(waited, since_verdict, since_mail, rescuing, expected):
+    from lab.analyser import starved
+
+    assert starved(waited, since_verdict, since_mail, rescuing) is expected
