@@ -215,7 +215,6 @@ class AnalysisWorker:
             (None, None, None)
         self._rescuer = None
         self._watcher: threading.Thread | None = None
-        self.rescues = 0  # rescuers started, for the tests and the log
 
     def start(self) -> None:
         self.stopping.clear()
@@ -224,7 +223,7 @@ class AnalysisWorker:
                 self.config, self.stopping, self._wakes[0], self._reloads[0], self.on_done, self.view,
                 self.output))]
         else:
-            self._runners = [self._process(k) for k in range(self.count)]
+            self._runners = [self._share(k) for k in range(self.count)]
             self._reader = threading.Thread(target=self._read_results, daemon=True, name="maillab-verdicts")
             self._reader.start()
             if self.forward is not None:
@@ -236,10 +235,8 @@ class AnalysisWorker:
     def watch(self) -> None:
         """Rescue verdicts starved of CPU. Idle priority means a machine kept busy by something else (a test
         suite on every core) could leave mail unjudged for as long as it stays busy: 20 verdicts took 34 s
-        beside two busy loops on two cores. Once a second this looks at the oldest unjudged message; when it
-        has waited STARVED_AFTER seconds, no verdict came for a second, and no mail for half a second (the
-        lab's own burst of mail is not starvation: verdicts drain after it) or it has waited RESCUE_ANYWAY,
-        a rescuer at normal priority judges the oldest mail until verdicts flow again (or nothing is left)."""
+        beside two busy loops on two cores. Once a second this looks at the oldest unjudged message; when
+        `starved()` says so, a rescuer at normal priority judges the oldest mail until verdicts flow again."""
         from datetime import UTC, datetime
 
         store = None
@@ -263,12 +260,9 @@ class AnalysisWorker:
             return
         self._needed.set()
         if self._rescuer is None or self._rescuer.exitcode is not None:
-            self.rescues += 1
             log.warning("verdicts are starved of CPU (the machine is busy): judging at normal priority until "
                         "they catch up")
-            self._rescuer = self._ctx.Process(target=_process_main, daemon=True, name="maillab-analysis-rescue", args=(
-                self.config, self.stopping, self._rescue_wake, self._rescue_reload, self._results, self.output,
-                (0, 1), self._output_lock, True, self._needed))
+            self._rescuer = self._process("rescue", self._rescue_wake, self._rescue_reload, (0, 1), self._needed)
             self._rescuer.start()
 
     def ensure_alive(self) -> None:
@@ -279,13 +273,16 @@ class AnalysisWorker:
         for k, runner in enumerate(self._runners):
             if runner.exitcode is not None:
                 log.error("analysis process %s exited (%s); starting another", k, runner.exitcode)
-                self._runners[k] = self._process(k)
+                self._runners[k] = self._share(k)
                 self._runners[k].start()
 
-    def _process(self, k: int):
-        return self._ctx.Process(target=_process_main, daemon=True, name=f"maillab-analysis-{k}", args=(
-            self.config, self.stopping, self._wakes[k], self._reloads[k], self._results, self.output,
-            (k, self.count), self._output_lock, self.forward is not None))
+    def _share(self, k: int):
+        return self._process(str(k), self._wakes[k], self._reloads[k], (k, self.count))
+
+    def _process(self, name: str, wake, reload, share: tuple[int, int], needed=None):
+        return self._ctx.Process(target=_process_main, daemon=True, name=f"maillab-analysis-{name}", args=(
+            self.config, self.stopping, wake, reload, self._results, self.output, share, self._output_lock,
+            self.forward is not None, needed))
 
     def _read_results(self) -> None:
         while True:
