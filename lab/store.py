@@ -320,15 +320,14 @@ class Store:
 
     def save_judged(self, judged: list[tuple[Capture, Verdict]]) -> None:
         """save_verdicts for stored captures: their sender key and client IP go along, for the sender history."""
-        with self._write() as cur:
-            cur.executemany(_INSERT_VERDICT, judged_rows(judged))
+        self._save_rows(judged_rows(judged))
 
-    def save_verdicts(self, items: list[tuple[int, Verdict]], senders: dict[int, str] | None = None,
-                      ips: dict[int, str] | None = None) -> None:
-        """Store verdicts in one transaction (one fsync for a batch); a message deleted meanwhile gets none.
+    def save_verdicts(self, items: list[tuple[int, Verdict]]) -> None:
+        """Store verdicts by message id (without the sender history save_judged keeps)."""
+        self._save_rows(verdict_rows(items))
 
-        `senders` maps a message id to its sender key (see `sender_key`), kept for the sender history."""
-        rows = verdict_rows(items, senders, ips)
+    def _save_rows(self, rows: list[tuple]) -> None:
+        """Verdict rows (`verdict_rows`) in one transaction; a message deleted meanwhile gets none."""
         with self._write() as cur:
             cur.executemany(_INSERT_VERDICT, rows)
 
