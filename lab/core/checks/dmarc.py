@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
-from lab.core import psl
+from lab.core import psl as suffix_list  # `psl` is org_domain's argument
 from lab.core.context import Context
 from lab.core.dnsview import DnsTempError, DnsView, txt_records
 from lab.core.results import AuthResult, CheckResult, Level, check
@@ -21,35 +20,15 @@ POLICIES = ("none", "quarantine", "reject")
 _DMARC_V = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.6.3: other records are discarded
 
 
-def _psl() -> PublicSuffixList:
-    """The bundled list, its rules kept as written (Unicode): building the punycode twin of all ~10,000
-    rules took 0.2 s, the largest part of a cold `maillab check`. A name with xn-- labels is looked up in
-    Unicode instead (_bundled_org_domain)."""
-    return psl.bundled()
-
-
 def org_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
     """The organisational domain (RFC 7489 §3.2): the public suffix plus one label.
 
     A public suffix (or a name the list cannot place) is its own organisational domain. `psl` replaces
-    the list bundled with publicsuffixlist, e.g. a snapshot for its own tests.
+    the list bundled with publicsuffixlist (lab.core.psl), e.g. a snapshot for its own tests.
     """
     if psl is None:
-        return _bundled_org_domain(domain)
+        return suffix_list.org_domain(domain)
     return _org_with(psl, domain)
-
-
-@lru_cache(maxsize=4096)
-def _bundled_org_domain(domain: str) -> str:
-    """Cached: a message asks for the same few domains many times, and the list does not change."""
-    domain = domain.rstrip(".").lower()
-    if "xn--" not in domain:
-        return _org_with(_psl(), domain)
-    shown = psl.unicode_name(domain)
-    if shown is None:  # not valid punycode: looked up as it is
-        return _org_with(_psl(), domain)
-    found = _org_with(_psl(), shown)
-    return ".".join(domain.split(".")[-(found.count(".") + 1):])  # the same labels, as the message wrote them
 
 
 def _org_with(psl: PublicSuffixList, domain: str) -> str:
