@@ -162,7 +162,7 @@ class MaillabApp(App):
         text.append("\n DNS: ", style="bold")
         text.append(self.engine.dns_mode)
         if self.source is not None and self.store is not None:
-            total = self.store.count()
+            total = self.source.total()
             shown = self.source.count()
             text.append("   messages: ", style="bold")
             text.append(f"{total}")
@@ -183,7 +183,7 @@ class MaillabApp(App):
         self._status_text, self._status_lines = text, lines
 
     def _update_empty(self) -> None:
-        empty = self.store is not None and self.store.count() == 0 and not (self.source and self.source.refused_rows)
+        empty = self.source is not None and self.source.total() == 0 and not self.source.refused_rows
         holder = self.query_one("#welcome-holder", Static)
         tabs = self.query_one("#tabs", TabbedContent)
         if empty and not holder.children and not self.query("#welcome"):

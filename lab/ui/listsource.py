@@ -30,6 +30,7 @@ class ListSource:
         self.filter = Filter()
         self._pages: dict[int, list[Summary]] = {}
         self._count: int | None = None
+        self._total: int | None = None  # every stored message, whatever the filter
         self._groups: list[JudgedGroup] = []  # not delivered, newest first
         self._newer: list[int] = []  # how many listed messages are newer than each of them
         self._slots: list[int] = []  # the list index of each of them
@@ -44,7 +45,7 @@ class ListSource:
 
     def invalidate(self) -> None:
         self._pages.clear()
-        self._count = None
+        self._count = self._total = None
         self._refresh_groups()
 
     def set_filter(self, query: str) -> None:
@@ -127,8 +128,19 @@ class ListSource:
     def count(self) -> int:
         if self._count is None:
             messages = 0 if self._messages_hidden() else self.store.count(self.filter)
+            if self.filter.empty:
+                self._total = messages
             self._count = messages + len(self._groups)
         return self._count
+
+    def total(self) -> int:
+        """Every stored message, whatever the filter (the status line, the empty lab's welcome): counted once a
+        change, and not at all when no filter is set (count() read it)."""
+        if self._total is None:
+            self.count()
+        if self._total is None:
+            self._total = self.store.count()
+        return self._total
 
     def row(self, index: int) -> Summary | JudgedGroup | None:
         if index < 0 or index >= self.count():

@@ -82,3 +82,23 @@ def test_no_attempts_costs_one_query_and_no_group_rows(tmp_path):
     source.invalidate()
     assert shape(source) == ids[::-1] and source.refused_rows == 0 and not source.attempts_changed()
     store.close()
+
+
+def test_the_total_is_counted_once_a_change_and_not_again_when_no_filter_is_set(tmp_path):
+    """The status line and the welcome screen want every stored message; the list's own count already read it
+    when no filter is set (a flush counted the store three times)."""
+    store = Store(tmp_path / "db")
+    for n in range(3):
+        deliver(store, n)
+    source = ListSource(store)
+    asked = []
+    real = store.count
+    store.count = lambda where=None: (asked.append(where), real(where))[1]
+    assert source.count() == 3 and source.total() == 3 and len(asked) == 1
+    source.set_filter("verdict:fail")
+    assert source.count() == 0 and source.total() == 3 and len(asked) == 3  # filtered, then everything once
+    assert source.total() == 3 and len(asked) == 3
+    deliver(store, 5)
+    source.invalidate()
+    assert source.total() == 4
+    store.close()
